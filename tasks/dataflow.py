@@ -1,0 +1,182 @@
+"""The one place where stages meet Ray: parse -> chunk -> embed -> index as a Ray Data stream.
+
+Stages stay plain functions and classes; here they are mapped onto Ray Data (parse and chunk as
+tasks, embedding as an actor pool that loads the model once per actor, the Weaviate writer as
+a ``Datasink``). Error records and per-stage counters go to one small actor, so the run report
+sees every worker's numbers on a laptop and on a cluster alike. The stream is bounded by Ray
+Data's back-pressure; nothing is materialised per corpus.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import pyarrow as pa
+import ray
+from ray.data import ActorPoolStrategy
+from ray.data.datasource import Datasink
+from ray.data.datasource.datasink import WriteResult as RayWriteResult
+
+from infra.weaviate.connection import WeaviateEndpoint, weaviate_client
+from schemas.config import HeadwaterConfig
+from schemas.records import ERROR, error_table
+from tasks.chunk import RecursiveChunker
+from tasks.embed import Embedder
+from tasks.index import ChunkWriter, WriteResult
+from tasks.parse import parse_documents
+
+_DOCS_PER_BLOCK = 4  # small blocks: one slow file must not hold many others back
+
+
+@dataclass
+class StageStats:
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class DataflowResult:
+    stages: dict[str, StageStats]
+    errors: pa.Table  # ERROR
+    written: WriteResult = field(default_factory=WriteResult)
+
+
+@ray.remote(num_cpus=0)
+class RunStats:
+    """Counters and error records of every stage, from every worker."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, StageStats] = {}
+        self.errors: list[pa.Table] = []
+
+    def record(self, stage: str, rows_in: int, rows_out: int, seconds: float, errors: pa.Table) -> None:
+        stats = self.stages.setdefault(stage, StageStats())
+        stats.rows_in += rows_in
+        stats.rows_out += rows_out
+        stats.dropped += errors.num_rows
+        stats.seconds += seconds
+        if errors.num_rows:
+            self.errors.append(errors)
+
+    def snapshot(self) -> tuple[dict[str, StageStats], pa.Table]:
+        errors = pa.concat_tables(self.errors) if self.errors else ERROR.empty_table()
+        return self.stages, errors
+
+
+def _parse_step(batch: pa.Table, config: HeadwaterConfig, stats: Any) -> pa.Table:
+    started = time.perf_counter()
+    out = parse_documents(batch, config.parse)
+    ray.get(stats.record.remote("parse", batch.num_rows, out.elements.num_rows,
+                                time.perf_counter() - started, out.errors))
+    return out.elements
+
+
+@cache
+def _chunker(config: HeadwaterConfig) -> RecursiveChunker:
+    chunker = RecursiveChunker(config.chunk, config.embed_model)
+    chunker.warm_up()
+    return chunker
+
+
+def _chunk_step(batch: pa.Table, config: HeadwaterConfig, stats: Any) -> pa.Table:
+    started = time.perf_counter()
+    chunks = _chunker(config).chunk(batch)
+    ray.get(stats.record.remote("chunk", batch.num_rows, chunks.num_rows,
+                                time.perf_counter() - started, ERROR.empty_table()))
+    return chunks
+
+
+class EmbedStep:
+    """Ray Data actor: loads the model once, then embeds batches across documents."""
+
+    def __init__(self, config: HeadwaterConfig, stats: Any) -> None:
+        self.embedder = Embedder(config.embed_model, config.embed)
+        self.embedder.warm_up()
+        self.stats = stats
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.perf_counter()
+        out = self.embedder.embed(batch)
+        ray.get(self.stats.record.remote("embed", batch.num_rows, out.num_rows,
+                                         time.perf_counter() - started, ERROR.empty_table()))
+        return out
+
+
+class WeaviateSink(Datasink[WriteResult]):
+    """Writes embedded chunks to Weaviate from Ray write tasks (each with its own client)."""
+
+    def __init__(self, endpoint: WeaviateEndpoint, config: HeadwaterConfig, stats: Any) -> None:
+        self.endpoint = endpoint
+        self.config = config
+        self.stats = stats
+        self.result = WriteResult()
+
+    def get_name(self) -> str:
+        return "WeaviateUpsert"
+
+    @property
+    def min_rows_per_write(self) -> int | None:
+        return self.config.index.batch_size * 4
+
+    def write(self, blocks: Iterable[pa.Table], ctx: Any) -> WriteResult:
+        started = time.perf_counter()
+        result = WriteResult()
+        rows_in = 0
+        with weaviate_client(self.endpoint) as client:
+            writer = ChunkWriter(client, self.config.index.collection, self.config.semantic_hash(),
+                                 self.config.index.batch_size, self.config.index.concurrent_requests)
+            for block in blocks:
+                table = block if isinstance(block, pa.Table) else pa.Table.from_pandas(block)
+                rows_in += table.num_rows
+                result.merge(writer.write(table))
+        errors = error_table([
+            {"doc_id": doc_id, "source_uri": uri, "stage": "index", "error_type": "WeaviateRejected",
+             "message": reason, "retryable": True}
+            for doc_id, (uri, reason) in result.failed_docs.items()
+        ])
+        ray.get(self.stats.record.remote("index", rows_in, result.objects_written,
+                                         time.perf_counter() - started, errors))
+        return result
+
+    def on_write_complete(self, write_result: RayWriteResult[WriteResult]) -> None:
+        for part in write_result.write_returns:
+            self.result.merge(part)
+
+
+def run_dataflow(documents: pa.Table, config: HeadwaterConfig, endpoint: WeaviateEndpoint) -> DataflowResult:
+    """Run parse -> chunk -> embed -> index over a DOCUMENT table on the current Ray cluster."""
+    stats = RunStats.remote()  # type: ignore[attr-defined]
+    result = DataflowResult(stages={}, errors=ERROR.empty_table())
+    if documents.num_rows:
+        sink = WeaviateSink(endpoint, config, stats)
+        _build(documents, config, stats).write_datasink(sink)
+        result.written = sink.result
+    result.stages, result.errors = ray.get(stats.snapshot.remote())
+    ray.kill(stats)
+    return result
+
+
+def _build(documents: pa.Table, config: HeadwaterConfig, stats: Any) -> ray.data.Dataset:
+    # Largest files first: the long tail of parse times then overlaps with everything else.
+    documents = documents.sort_by([("size", "descending")])
+    blocks = [documents.slice(i, _DOCS_PER_BLOCK) for i in range(0, documents.num_rows, _DOCS_PER_BLOCK)]
+    gpus = config.embed.num_gpus_per_actor
+    cpus_total = int(ray.cluster_resources().get("CPU", 1))
+    return (
+        ray.data.from_arrow(blocks)
+        .map_batches(_parse_step, fn_args=(config, stats), batch_format="pyarrow", batch_size=None,
+                     num_cpus=1, concurrency=config.ray.parse_concurrency or cpus_total)
+        .map_batches(_chunk_step, fn_args=(config, stats), batch_format="pyarrow", batch_size=None,
+                     num_cpus=1)
+        .map_batches(EmbedStep, fn_constructor_args=(config, stats), batch_format="pyarrow",
+                     batch_size=config.embed.batch_size * 4,
+                     compute=ActorPoolStrategy(size=config.embed.num_actors),
+                     # fractional CPUs: on 2 cores a whole-CPU actor pool can starve the parse tasks
+                     num_cpus=0.5 if not gpus else 0, num_gpus=gpus or None)
+    )

