@@ -16,7 +16,7 @@ QUIET_DEFAULTS = {
     "HF_HUB_OFFLINE": "1",  # models load from packages or the local cache, never a hub
     "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
-    "RAY_DATA_DISABLE_PROGRESS_BARS": "0",
+    "UNSTRUCTURED_DISABLE_NOTICE": "1",
 }
 
 

@@ -10,7 +10,7 @@ Data's back-pressure; nothing is materialised per corpus.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -29,7 +29,10 @@ from tasks.embed import Embedder
 from tasks.index import ChunkWriter, WriteResult
 from tasks.parse import parse_documents
 
-_DOCS_PER_BLOCK = 4  # small blocks: one slow file must not hold many others back
+# Small blocks, so one slow file never holds many others back: a block closes at this many
+# documents or this many bytes, whichever comes first (a large file gets a block of its own).
+_DOCS_PER_BLOCK = 8
+_BYTES_PER_BLOCK = 512 * 1024
 
 
 @dataclass
@@ -162,10 +165,21 @@ def run_dataflow(documents: pa.Table, config: HeadwaterConfig, endpoint: Weaviat
     return result
 
 
+def _blocks(documents: pa.Table) -> Iterator[pa.Table]:
+    start, size = 0, 0
+    for i, nbytes in enumerate(documents.column("size").to_pylist()):
+        size += nbytes
+        if i + 1 - start >= _DOCS_PER_BLOCK or size >= _BYTES_PER_BLOCK:
+            yield documents.slice(start, i + 1 - start)
+            start, size = i + 1, 0
+    if start < documents.num_rows:
+        yield documents.slice(start)
+
+
 def _build(documents: pa.Table, config: HeadwaterConfig, stats: Any) -> ray.data.Dataset:
     # Largest files first: the long tail of parse times then overlaps with everything else.
     documents = documents.sort_by([("size", "descending")])
-    blocks = [documents.slice(i, _DOCS_PER_BLOCK) for i in range(0, documents.num_rows, _DOCS_PER_BLOCK)]
+    blocks = list(_blocks(documents))
     gpus = config.embed.num_gpus_per_actor
     cpus_total = int(ray.cluster_resources().get("CPU", 1))
     return (

@@ -47,9 +47,9 @@ def _walk(root: Path) -> Iterator[Path]:
             yield Path(dirpath) / name
 
 
-def _outside(path: Path, root: Path) -> bool:
+def _outside(target: Path, root: Path) -> bool:
     try:
-        path.resolve().relative_to(root)
+        target.relative_to(root)
     except ValueError:
         return True
     return False
@@ -101,8 +101,13 @@ def discover_documents(root: Path, config: ParseConfig) -> Discovery:
 
 def _refusal(path: Path, real_root: Path, config: ParseConfig) -> tuple[str, str, bool] | None:
     """Why ``path`` is not handed to the parser, or None when it is."""
-    if path.is_symlink() and _outside(path, real_root):
-        return ("SymlinkOutsideRoot", f"symlink points outside the source root: {os.readlink(path)}", False)
+    if path.is_symlink():
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError):  # dangling, or a loop (RuntimeError before Python 3.13)
+            return ("BrokenSymlink", f"symlink cannot be resolved (dangling or a loop): {os.readlink(path)}", False)
+        if _outside(target, real_root):
+            return ("SymlinkOutsideRoot", f"symlink points outside the source root: {target}", False)
     if not path.is_file():
         return ("NotARegularFile", "not a regular file (broken symlink, socket or device)", False)
     suffix = path.suffix.lower()

@@ -72,10 +72,7 @@ def search(
 def _hit(obj: object, mode: SearchMode) -> SearchHit:
     props = obj.properties  # type: ignore[attr-defined]
     meta = obj.metadata  # type: ignore[attr-defined]
-    if mode == "vector":
-        score = 1.0 - float(meta.distance or 0.0)
-    else:
-        score = float(meta.score or 0.0)
+    score = 1.0 - float(meta.distance or 0.0) if mode == "vector" else float(meta.score or 0.0)
     return SearchHit(
         chunk_id=str(obj.uuid),  # type: ignore[attr-defined]
         doc_id=str(props.get("doc_id")),

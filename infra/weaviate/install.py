@@ -81,9 +81,7 @@ def _go_install(go: str, version: str, target: Path, say: Callable[[str], None])
         cmd = [go, "install", "-x" if os.environ.get("HEADWATER_GO_VERBOSE") else "-v", f"{MODULE}@{version}"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
-        packages = 0
-        for line in proc.stdout:
-            packages += 1
+        for packages, line in enumerate(proc.stdout, 1):
             if packages % 100 == 0 or line.startswith(("go: downloading github.com/weaviate", "go: ")):
                 say(f"  go: {packages} packages ... {line.strip()[:100]}")
         if proc.wait() != 0:

@@ -92,7 +92,7 @@ class EmbeddedWeaviate:
             if not self.binary.is_file():
                 raise ServerError(f"no weaviate-server binary at {self.binary}: run `headwater weaviate install`")
             ports = self._ports()
-            log = open(self.log_file, "ab")
+            log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child process
             proc = subprocess.Popen(
                 [str(self.binary), "--host", HOST, "--port", str(ports["http"]), "--scheme", "http"],
                 env=self._env(ports),

@@ -1,0 +1,189 @@
+"""The ``headwater`` command line."""
+
+from __future__ import annotations
+
+from infra.environment import apply_quiet_defaults
+
+apply_quiet_defaults()  # before unstructured, Ray or Prefect are imported anywhere
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated, Any  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from schemas.config import HeadwaterConfig, load_config  # noqa: E402
+
+app = typer.Typer(help="Keep a hybrid (BM25 + vector) Weaviate index fresh for RAG.", no_args_is_help=True)
+weaviate_app = typer.Typer(help="The embedded Weaviate server.", no_args_is_help=True)
+app.add_typer(weaviate_app, name="weaviate")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file.", exists=True)]
+CollectionOpt = Annotated[str | None, typer.Option("--collection", help="Weaviate collection name.")]
+
+
+def _config(config_file: Path | None, collection: str | None = None) -> HeadwaterConfig:
+    overrides: dict[str, Any] = {"index": {"collection": collection}} if collection else {}
+    return load_config(config_file, overrides)
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="Folder (or file) to ingest.")],
+    collection: CollectionOpt = None,
+    config_file: ConfigOpt = None,
+) -> None:
+    """Parse, chunk, embed and upsert every document under PATH."""
+    from flows.ingest import ingest_flow
+    from infra.weaviate.connection import WeaviateUnavailable
+    from infra.weaviate.install import InstallError, install
+
+    config = _config(config_file, collection)
+    try:
+        if not config.weaviate.url and not config.weaviate.binary:
+            install(config.weaviate.version, say=lambda m: err.print(f"[dim]{m}[/dim]"))
+        report = ingest_flow(str(path), config)
+    except (InstallError, WeaviateUnavailable, FileNotFoundError) as exc:
+        err.print(f"[red]ingest failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    _print_report(report)
+
+
+def _print_report(report: Any) -> None:
+    if report.errors:
+        table = Table(title=f"{len(report.errors)} files not indexed", title_justify="left")
+        for col in ("source", "stage", "error", "reason"):
+            table.add_column(col, overflow="fold")
+        for e in report.errors:
+            table.add_row(e["source_uri"].removeprefix("file://"), e["stage"], e["error_type"], e["message"])
+        console.print(table)
+    summary = Table(title=f"ingest {report.source} -> {report.collection}", title_justify="left")
+    summary.add_column("measure")
+    summary.add_column("value", justify="right")
+    for label, value in (
+        ("documents seen", report.documents_seen),
+        ("documents parsed", report.documents_parsed),
+        ("documents failed", report.documents_failed),
+        ("chunks", report.chunks),
+        ("objects written", report.objects_written),
+        ("stale chunks deleted", report.stale_deleted),
+        ("objects in collection", report.objects_in_collection),
+    ):
+        summary.add_row(label, str(value))
+    for stage, seconds in report.stage_seconds.items():
+        summary.add_row(f"seconds: {stage}", f"{seconds:.1f}")
+    summary.add_row("seconds: wall", f"{report.wall_seconds:.1f}")
+    console.print(summary)
+    if report.dashboard_url:
+        console.print(f"Ray dashboard (while Ray ran): {report.dashboard_url}")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    mode: Annotated[str, typer.Option(help="hybrid | bm25 | vector")] = "hybrid",
+    limit: Annotated[int, typer.Option(help="Number of results.", min=1, max=1000)] = 5,
+    alpha: Annotated[float, typer.Option(help="Hybrid weight of the vector side.", min=0, max=1)] = 0.5,
+    collection: CollectionOpt = None,
+    config_file: ConfigOpt = None,
+) -> None:
+    """Query the index: prints source, title, section, score and a snippet per hit."""
+    from infra.weaviate.connection import WeaviateUnavailable, weaviate_client, weaviate_endpoint
+    from tasks.embed import Embedder
+    from tasks.search import search as run_search
+
+    if mode not in ("hybrid", "bm25", "vector"):
+        raise typer.BadParameter(f"mode must be hybrid, bm25 or vector, not {mode!r}")
+    config = _config(config_file, collection)
+    embedder = Embedder(config.embed_model, config.embed) if mode != "bm25" else None
+    try:
+        with weaviate_endpoint(config.weaviate, say=lambda m: err.print(f"[dim]{m}[/dim]")) as endpoint, \
+                weaviate_client(endpoint) as client:
+            if not client.collections.exists(config.index.collection):
+                err.print(f"[red]no collection {config.index.collection!r}[/red]: run `headwater ingest` first")
+                raise typer.Exit(1)
+            hits = run_search(client, config.index.collection, query, mode, limit, embedder, alpha)  # type: ignore[arg-type]
+    except WeaviateUnavailable as exc:
+        err.print(f"[red]search failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"[bold]{mode}[/bold] results for {query!r} in {config.index.collection}:")
+    if not hits:
+        console.print("  (no results)")
+    for rank, hit in enumerate(hits, 1):
+        where = hit.source_uri.removeprefix("file://") + (f" (page {hit.page_number})" if hit.page_number else "")
+        heading = " › ".join(x for x in (hit.title, hit.section) if x)
+        snippet = " ".join(hit.text.split())[:240]
+        console.print(f"{rank:>2}. [bold]{hit.score:.4f}[/bold]  {where}", soft_wrap=True)
+        console.print(f"    {heading}", soft_wrap=True, markup=False)
+        console.print(f"    {snippet}", soft_wrap=True, markup=False)
+
+
+@weaviate_app.command("install")
+def weaviate_install(config_file: ConfigOpt = None) -> None:
+    """Build (or download) the pinned weaviate-server binary into the cache."""
+    from infra.weaviate.install import InstallError, install
+
+    config = _config(config_file)
+    try:
+        path = install(config.weaviate.version, say=console.print)
+    except InstallError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(str(path))
+
+
+@weaviate_app.command("start")
+def weaviate_start(config_file: ConfigOpt = None) -> None:
+    """Start the embedded server and leave it running (ingest and search then reuse it)."""
+    from infra.weaviate.connection import embedded_server
+    from infra.weaviate.install import install
+
+    config = _config(config_file)
+    _require_embedded(config)
+    install(config.weaviate.version, say=lambda m: err.print(f"[dim]{m}[/dim]"))
+    state, started = embedded_server(config.weaviate).start()
+    verb = "started" if started else "already running"
+    console.print(f"{verb}: {state.http_url} (gRPC {state.ports['grpc']}, pid {state.pid}, "
+                  f"data {config.weaviate.data_dir})")
+
+
+@weaviate_app.command("stop")
+def weaviate_stop(config_file: ConfigOpt = None) -> None:
+    """Stop the embedded server cleanly."""
+    from infra.weaviate.connection import embedded_server
+
+    config = _config(config_file)
+    _require_embedded(config)
+    console.print("stopped" if embedded_server(config.weaviate).stop() else "not running")
+
+
+@weaviate_app.command("status")
+def weaviate_status(config_file: ConfigOpt = None) -> None:
+    """Say whether the embedded server runs, where, and whether it is ready."""
+    from infra.weaviate.connection import embedded_server
+
+    config = _config(config_file)
+    _require_embedded(config)
+    server = embedded_server(config.weaviate)
+    state = server.running()
+    if state is None:
+        console.print(f"not running (data {config.weaviate.data_dir}, binary {server.binary}"
+                      f"{'' if server.binary.is_file() else ' — not installed'})")
+        raise typer.Exit(3)
+    ready = "ready" if server.ready(state) else "NOT ready"
+    console.print(f"running, {ready}: {state.http_url} (gRPC {state.ports['grpc']}, pid {state.pid}, "
+                  f"Weaviate {state.version}, data {config.weaviate.data_dir})")
+
+
+def _require_embedded(config: HeadwaterConfig) -> None:
+    if config.weaviate.url:
+        err.print(f"HEADWATER_WEAVIATE_URL is set ({config.weaviate.url}): the embedded server is not used")
+        raise typer.Exit(2)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    sys.exit(app())
