@@ -29,10 +29,6 @@ def _data_home() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "headwater"
 
 
-def _cache_home() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "headwater"
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -141,7 +137,6 @@ class HeadwaterConfig(BaseSettings):
     weaviate: WeaviateConfig = Field(default_factory=WeaviateConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
-    state_dir: Path = Field(default_factory=_data_home, description="Where run reports are kept.")
 
     @classmethod
     def settings_customise_sources(

@@ -9,6 +9,7 @@ Data's back-pressure; nothing is materialised per corpus.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -54,9 +55,13 @@ class DataflowResult:
 class RunStats:
     """Counters and error records of every stage, from every worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, documents: int) -> None:
+        self.documents = documents
         self.stages: dict[str, StageStats] = {}
         self.errors: list[pa.Table] = []
+
+    def parsing_done(self) -> bool:
+        return self.stages.get("parse", StageStats()).rows_in >= self.documents
 
     def record(self, stage: str, rows_in: int, rows_out: int, seconds: float, errors: pa.Table) -> None:
         stats = self.stages.setdefault(stage, StageStats())
@@ -96,15 +101,26 @@ def _chunk_step(batch: pa.Table, config: HeadwaterConfig, stats: Any) -> pa.Tabl
 
 
 class EmbedStep:
-    """Ray Data actor: loads the model once, then embeds batches across documents."""
+    """Ray Data actor: loads the model once, then embeds batches across documents.
 
-    def __init__(self, config: HeadwaterConfig, stats: Any) -> None:
+    With ``embed.threads`` unset, torch gets the node's cores left over by parsing while parse
+    tasks run, and all of them once parsing is done: two busy processes fighting over the same
+    cores make torch several times slower than either alone.
+    """
+
+    def __init__(self, config: HeadwaterConfig, stats: Any, parse_slots: int) -> None:
         self.embedder = Embedder(config.embed_model, config.embed)
         self.embedder.warm_up()
         self.stats = stats
+        self.adaptive = config.embed.threads is None and self.embedder.device == "cpu"
+        self.node_cpus = _node_cpus()
+        self.parse_slots = parse_slots
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
+        if self.adaptive:
+            busy = 0 if ray.get(self.stats.parsing_done.remote()) else self.parse_slots
+            self.embedder.set_threads(max(1, self.node_cpus - busy))
         out = self.embedder.embed(batch)
         ray.get(self.stats.record.remote("embed", batch.num_rows, out.num_rows,
                                          time.perf_counter() - started, ERROR.empty_table()))
@@ -154,15 +170,22 @@ class WeaviateSink(Datasink[WriteResult]):
 
 def run_dataflow(documents: pa.Table, config: HeadwaterConfig, endpoint: WeaviateEndpoint) -> DataflowResult:
     """Run parse -> chunk -> embed -> index over a DOCUMENT table on the current Ray cluster."""
-    stats = RunStats.remote()  # type: ignore[attr-defined]
+    stats = RunStats.remote(documents.num_rows)  # type: ignore[attr-defined]
     result = DataflowResult(stages={}, errors=ERROR.empty_table())
     if documents.num_rows:
         sink = WeaviateSink(endpoint, config, stats)
-        _build(documents, config, stats).write_datasink(sink)
+        # Writers mostly wait on Weaviate: a fraction of a CPU each, so they stream alongside
+        # parsing instead of queueing behind it.
+        _build(documents, config, stats).write_datasink(sink, ray_remote_args={"num_cpus": 0.25})
         result.written = sink.result
     result.stages, result.errors = ray.get(stats.snapshot.remote())
     ray.kill(stats)
     return result
+
+
+def _node_cpus() -> int:
+    """Cores this process may run on (respects affinity and container CPU sets)."""
+    return len(os.sched_getaffinity(0)) or 1
 
 
 def _blocks(documents: pa.Table) -> Iterator[pa.Table]:
@@ -182,13 +205,14 @@ def _build(documents: pa.Table, config: HeadwaterConfig, stats: Any) -> ray.data
     blocks = list(_blocks(documents))
     gpus = config.embed.num_gpus_per_actor
     cpus_total = int(ray.cluster_resources().get("CPU", 1))
+    parse_slots = config.ray.parse_concurrency or max(1, cpus_total - 1)
     return (
         ray.data.from_arrow(blocks)
         .map_batches(_parse_step, fn_args=(config, stats), batch_format="pyarrow", batch_size=None,
-                     num_cpus=1, concurrency=config.ray.parse_concurrency or cpus_total)
+                     num_cpus=1, concurrency=parse_slots)
         .map_batches(_chunk_step, fn_args=(config, stats), batch_format="pyarrow", batch_size=None,
-                     num_cpus=1)
-        .map_batches(EmbedStep, fn_constructor_args=(config, stats), batch_format="pyarrow",
+                     num_cpus=0.25)
+        .map_batches(EmbedStep, fn_constructor_args=(config, stats, parse_slots), batch_format="pyarrow",
                      batch_size=config.embed.batch_size * 4,
                      compute=ActorPoolStrategy(size=config.embed.num_actors),
                      # fractional CPUs: on 2 cores a whole-CPU actor pool can starve the parse tasks

@@ -50,12 +50,19 @@ class Embedder:
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.device == "cpu":
-            torch.set_num_threads(self.runtime.threads or os.cpu_count() or 1)
+            self.set_threads(self.runtime.threads or os.cpu_count() or 1)
         self.precision = self._choose_precision()
         model = SentenceTransformer(resolve_model(self.model_config.model), device=self.device)
         if self.device == "cuda" and self.precision == "fp16":
             model.half()
         self._model = model
+
+    def set_threads(self, threads: int) -> None:
+        """CPU threads for the next encodes (torch oversubscribed by other work runs far slower)."""
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
     def _choose_precision(self) -> str:
         if self.runtime.precision != "auto":
@@ -67,7 +74,7 @@ class Embedder:
     @property
     def dimensions(self) -> int:
         self.warm_up()
-        return int(self._model.get_sentence_embedding_dimension())
+        return int(self._model.get_embedding_dimension())
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Vectors (float32, one row per text); sentence-transformers sorts by length inside."""

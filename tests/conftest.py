@@ -118,10 +118,10 @@ def shared_data() -> Path:
 
 
 def make_config(tmp_path: Path, endpoint: object | None = None, **sections: dict[str, object]) -> object:
-    """A config for tests: small chunks, its own state dir, and the test server's URL."""
+    """A config for tests: small chunks, and the test server's URL."""
     from schemas.config import HeadwaterConfig
 
-    values: dict[str, object] = {"state_dir": tmp_path / "state", "chunk": {"size_tokens": 64, "overlap_tokens": 8}}
+    values: dict[str, object] = {"chunk": {"size_tokens": 64, "overlap_tokens": 8}}
     if endpoint is not None:
         values["weaviate"] = {"url": endpoint.url, "grpc_url": f"{endpoint.grpc_host}:{endpoint.grpc_port}"}  # type: ignore[attr-defined]
     values.update(sections)

@@ -22,6 +22,10 @@ MODULE = "github.com/weaviate/weaviate/cmd/weaviate-server"
 RELEASE_URL = "https://github.com/weaviate/weaviate/releases/download/{v}/weaviate-{v}-Linux-{arch}.tar.gz"
 
 
+# Where Go's own installer puts it, for shells whose PATH lacks it.
+_GO_FALLBACKS = ("/usr/local/go/bin/go", str(Path.home() / "go" / "bin" / "go"))
+
+
 class InstallError(RuntimeError):
     """The Weaviate server binary could not be installed; the message says what is missing."""
 
@@ -52,7 +56,7 @@ def install(version: str, say: Callable[[str], None] = print) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
-    go = shutil.which("go")
+    go = shutil.which("go") or next((g for g in _GO_FALLBACKS if os.access(g, os.X_OK)), None)
     if go:
         try:
             _go_install(go, version, target, say)
