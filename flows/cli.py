@@ -55,12 +55,11 @@ def ingest(
 
 def _print_report(report: Any) -> None:
     if report.errors:
-        table = Table(title=f"{len(report.errors)} files not indexed", title_justify="left")
-        for col in ("source", "stage", "error", "reason"):
-            table.add_column(col, overflow="fold")
-        for e in report.errors:
-            table.add_row(e["source_uri"].removeprefix("file://"), e["stage"], e["error_type"], e["message"])
-        console.print(table)
+        console.print(f"[bold]{len(report.errors)} files not indexed[/bold] (stage, error, file: reason):")
+        for e in sorted(report.errors, key=lambda e: (e["stage"], e["error_type"], e["source_uri"])):
+            where = e["source_uri"].removeprefix("file://")
+            console.print(f"  {e['stage']:<8} {e['error_type']:<22} {where}: {e['message']}",
+                          soft_wrap=True, markup=False, highlight=False)
     summary = Table(title=f"ingest {report.source} -> {report.collection}", title_justify="left")
     summary.add_column("measure")
     summary.add_column("value", justify="right")

@@ -16,6 +16,7 @@ QUIET_DEFAULTS = {
     "HF_HUB_OFFLINE": "1",  # models load from packages or the local cache, never a hub
     "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "UNSTRUCTURED_DISABLE_NOTICE": "1",
 }
 

@@ -33,6 +33,8 @@ def init_ray(config: RayConfig) -> RayRuntime:
         return RayRuntime(ctx.gcs_address, _dashboard(), started_here=False)
     address = config.address or os.environ.get("RAY_ADDRESS")
     env_vars = {k: os.environ[k] for k in QUIET_DEFAULTS if k in os.environ}
+    # Ray's own log handlers in workers trip ResourceWarnings that say nothing to a user.
+    env_vars.setdefault("PYTHONWARNINGS", "ignore::ResourceWarning")
     runtime_env: dict[str, object] = {"env_vars": env_vars}
     if address:
         root = Path(__file__).resolve().parents[2]
