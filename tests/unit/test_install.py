@@ -25,7 +25,9 @@ def test_cached_binary_is_reused_without_building(empty_cache: Path, monkeypatch
     assert "already installed" in said[0]
 
 
-def test_without_go_or_network_the_error_says_what_is_needed(empty_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_go_or_network_the_error_says_what_is_needed(
+    empty_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(installer.shutil, "which", lambda _name: None)
     monkeypatch.setattr(installer, "_GO_FALLBACKS", ())
     # A loopback port nothing listens on: the download fails at once, as it would offline.
