@@ -36,8 +36,10 @@ def ingest(
     path: Annotated[Path, typer.Argument(help="Folder (or file) to ingest.")],
     collection: CollectionOpt = None,
     config_file: ConfigOpt = None,
+    allow_mass_delete: Annotated[bool, typer.Option(
+        "--allow-mass-delete", help="Delete vanished sources even beyond index.max_delete_fraction.")] = False,
 ) -> None:
-    """Parse, chunk, embed and upsert every document under PATH."""
+    """Bring the index up to date with PATH: new, edited, renamed and deleted files."""
     from flows.ingest import ingest_flow
     from infra.weaviate.connection import WeaviateUnavailable
     from infra.weaviate.install import InstallError, install
@@ -46,7 +48,7 @@ def ingest(
     try:
         if not config.weaviate.url and not config.weaviate.binary:
             install(config.weaviate.version, say=lambda m: err.print(f"[dim]{m}[/dim]"))
-        report = ingest_flow(str(path), config)
+        report = ingest_flow(str(path), config, allow_mass_delete)
     except (InstallError, WeaviateUnavailable, FileNotFoundError) as exc:
         err.print(f"[red]ingest failed:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -65,11 +67,17 @@ def _print_report(report: Any) -> None:
     summary.add_column("value", justify="right")
     for label, value in (
         ("documents seen", report.documents_seen),
-        ("documents parsed", report.documents_parsed),
+        ("documents added", report.documents_added),
+        ("documents modified", report.documents_modified),
+        ("documents renamed", report.documents_renamed),
+        ("documents deleted", report.documents_deleted),
+        ("documents unchanged", report.documents_unchanged),
         ("documents failed", report.documents_failed),
-        ("chunks", report.chunks),
+        ("chunks (of processed documents)", report.chunks),
+        ("chunks embedded", report.chunks_embedded),
+        ("chunks reused", report.chunks_reused),
+        ("chunks deleted", report.chunks_deleted),
         ("objects written", report.objects_written),
-        ("stale chunks deleted", report.stale_deleted),
         ("objects in collection", report.objects_in_collection),
     ):
         summary.add_row(label, str(value))
@@ -77,6 +85,8 @@ def _print_report(report: Any) -> None:
         summary.add_row(f"seconds: {stage}", f"{seconds:.1f}")
     summary.add_row("seconds: wall", f"{report.wall_seconds:.1f}")
     console.print(summary)
+    if report.deletion_refused:
+        err.print(f"[yellow]deletions refused:[/yellow] {report.deletion_refused}")
     if report.dashboard_url:
         console.print(f"Ray dashboard (while Ray ran): {report.dashboard_url}")
 

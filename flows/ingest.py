@@ -1,7 +1,9 @@
-"""``ingest_flow``: a folder into the Weaviate index, as a few coarse Prefect tasks.
+"""``ingest_flow``: bring the index up to date with a folder, as a few coarse Prefect tasks.
 
-Prefect sees five tasks (contracts, discover, index set-up, the Ray dataflow, retiring stale
-chunks), never one task per document: the per-document fan-out is Ray's job.
+Prefect sees the phases (plan, renames, the Ray dataflow, confirm and retire, ledger), never one
+task per document: the per-document fan-out is Ray's job. The order is what makes a crash at
+any point harmless: new chunks are written and confirmed before stale ones are deleted, and the
+ledger is written last, so the next run redoes whatever the killed one had not finished.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pyarrow as pa
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
+from infra.faults import crash_point
 from infra.ray.runtime import init_ray, shutdown_ray
 from infra.weaviate.connection import WeaviateEndpoint, weaviate_client, weaviate_endpoint
 from schemas.collection import ensure_collection
@@ -22,8 +25,10 @@ from schemas.config import HeadwaterConfig, load_config
 from schemas.records import ERROR
 from tasks import check_stage_chain
 from tasks.dataflow import DataflowResult, StageStats, run_dataflow
-from tasks.discover import Discovery, discover_documents
-from tasks.index import count_objects, delete_stale_chunks
+from tasks.diff import ChangePlan, LedgerEntry, known_stats, mass_delete_refusal, plan_changes
+from tasks.discover import Discovery, discover_documents, source_uri_for
+from tasks.index import copy_document_chunks, count_objects, delete_document_chunks, delete_stale_chunks, missing_chunks
+from tasks.ledger import delete_entries, ledger_size, read_ledger, write_entries
 
 
 @dataclass
@@ -31,33 +36,57 @@ class IngestReport:
     source: str
     collection: str
     documents_seen: int = 0
-    documents_parsed: int = 0
+    documents_added: int = 0
+    documents_modified: int = 0
+    documents_renamed: int = 0
+    documents_deleted: int = 0
+    documents_unchanged: int = 0
     documents_failed: int = 0
     chunks: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+    chunks_deleted: int = 0
     objects_written: int = 0
-    stale_deleted: int = 0
     objects_in_collection: int = 0
+    deletion_refused: str | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
     wall_seconds: float = 0.0
     dashboard_url: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
-@task(name="check-contracts", cache_policy=NONE)
-def check_contracts() -> None:
+@dataclass
+class Inventory:
+    found: Discovery
+    plan: ChangePlan
+    ledger: dict[str, LedgerEntry]
+    ledger_total: int
+
+
+@task(name="plan-changes", cache_policy=NONE)
+def plan_task(source: Path, config: HeadwaterConfig, endpoint: WeaviateEndpoint) -> Inventory:
+    """Check contracts, prepare the collections, list the source and diff it against the ledger."""
     check_stage_chain()
-
-
-@task(name="discover", cache_policy=NONE)
-def discover_task(source: Path, config: HeadwaterConfig) -> Discovery:
-    return discover_documents(source, config.parse)
-
-
-@task(name="prepare-index", cache_policy=NONE)
-def prepare_index(endpoint: WeaviateEndpoint, config: HeadwaterConfig) -> int:
+    prefix = source_uri_for(source) + ("/" if source.is_dir() else "")
     with weaviate_client(endpoint) as client:
         ensure_collection(client, config.index.collection)
-        return count_objects(client, config.index.collection)
+        ledger = read_ledger(client, config.index.collection, prefix)
+        total = ledger_size(client, config.index.collection)
+    found = discover_documents(source, config.parse, known_stats(ledger))
+    unreadable = set(found.errors.column("source_uri").to_pylist())
+    plan = plan_changes(found.documents, ledger, config.semantic_hash(), unreadable)
+    return Inventory(found, plan, ledger, total)
+
+
+@task(name="apply-renames", cache_policy=NONE)
+def rename_task(inv: Inventory, config: HeadwaterConfig, endpoint: WeaviateEndpoint) -> list[LedgerEntry]:
+    """Copy renamed documents' chunks (vectors included) to their new identity; no re-embedding."""
+    entries = []
+    with weaviate_client(endpoint) as client:
+        for rename in inv.plan.renamed:
+            ids = copy_document_chunks(client, config.index.collection, rename.old.doc_id, rename.new)
+            entries.append(_entry(rename.new, config, ids))
+    return entries
 
 
 @task(name="ray-dataflow", cache_policy=NONE)
@@ -65,54 +94,116 @@ def dataflow_task(documents: pa.Table, config: HeadwaterConfig, endpoint: Weavia
     return run_dataflow(documents, config, endpoint)
 
 
-@task(name="retire-stale-chunks", cache_policy=NONE)
-def retire_stale(endpoint: WeaviateEndpoint, config: HeadwaterConfig, result: DataflowResult) -> tuple[int, int]:
-    """Delete chunks superseded in this run (new ones are already confirmed); count the index."""
+@task(name="confirm-and-retire", cache_policy=NONE)
+def retire_task(inv: Inventory, result: DataflowResult, renamed: list[LedgerEntry], config: HeadwaterConfig,
+                endpoint: WeaviateEndpoint, allow_mass_delete: bool) -> tuple[list[LedgerEntry], int, str | None]:
+    """Confirm each document's new chunks are in the index, then delete what they supersede.
+
+    Returns the ledger entries to write (documents confirmed whole), chunks deleted, and the
+    reason deletions of vanished sources were refused, if they were.
+    """
+    coll = config.index.collection
+    rows = {r["doc_id"]: r for r in inv.plan.to_process.to_pylist()}
     with weaviate_client(endpoint) as client:
-        deleted = delete_stale_chunks(client, config.index.collection, result.written.chunk_ids)
-        return deleted, count_objects(client, config.index.collection)
+        written = result.written.chunk_ids
+        missing = missing_chunks(client, coll, [cid for ids in written.values() for cid in ids])
+        done = {d: ids for d, ids in written.items() if d in rows and not missing.intersection(ids)}
+        renamed_ids = {e.doc_id: list(e.chunk_ids) for e in renamed}
+        missing |= missing_chunks(client, coll, [cid for ids in renamed_ids.values() for cid in ids])
+        renamed_ok = {d: ids for d, ids in renamed_ids.items() if not missing.intersection(ids)}
+        crash_point("after_upsert")
+        deleted = delete_stale_chunks(client, coll, {**done, **renamed_ok})
+        refusal = mass_delete_refusal(inv.plan, inv.ledger_total, config.index.max_delete_fraction)
+        gone = [e.doc_id for e in inv.plan.deleted] if (refusal is None or allow_mass_delete) else []
+        old_of_renamed = [r.old.doc_id for r in inv.plan.renamed if r.new["doc_id"] in renamed_ok]
+        deleted += delete_document_chunks(client, coll, gone + old_of_renamed)
+        crash_point("after_delete")
+    entries = [_entry(rows[d], config, _ordered(ids, result)) for d, ids in done.items()]
+    entries += [e for e in renamed if e.doc_id in renamed_ok]
+    entries += [_entry(row, config, inv.ledger[str(row["source_uri"])].chunk_ids) for row in inv.plan.touched]
+    return entries, deleted, refusal if not allow_mass_delete else None
+
+
+@task(name="write-ledger", cache_policy=NONE)
+def ledger_task(inv: Inventory, entries: list[LedgerEntry], config: HeadwaterConfig, endpoint: WeaviateEndpoint,
+                deletions_applied: bool) -> int:
+    crash_point("before_ledger")
+    with weaviate_client(endpoint) as client:
+        write_entries(client, config.index.collection, entries)
+        gone = [e.doc_id for e in inv.plan.deleted] if deletions_applied else []
+        delete_entries(client, config.index.collection, gone + [r.old.doc_id for r in inv.plan.renamed])
+        return count_objects(client, config.index.collection)
 
 
 @flow(name="ingest", log_prints=True)
-def ingest_flow(source: str, config: HeadwaterConfig | None = None) -> IngestReport:
-    """Parse, chunk, embed and upsert every document under ``source``.
+def ingest_flow(source: str, config: HeadwaterConfig | None = None, allow_mass_delete: bool = False) -> IngestReport:
+    """Bring the index up to date with every document under ``source``.
 
     Args:
         source: Folder (or file) to ingest.
         config: The run's configuration; default: :func:`schemas.config.load_config`.
+        allow_mass_delete: Delete vanished sources even beyond ``index.max_delete_fraction``.
 
     Returns:
-        Counts, per-stage seconds and the error records of the run.
+        Counts by outcome, per-stage seconds and the error records of the run.
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist (nothing is changed).
     """
     config = config or load_config()
     started = time.perf_counter()
+    root = Path(source).resolve()
+    if not root.exists():
+        raise FileNotFoundError(f"discover: source {source} does not exist")
     report = IngestReport(source=source, collection=config.index.collection)
-    check_contracts()
-    found = discover_task(Path(source), config)
-    report.documents_seen = found.documents.num_rows + found.errors.num_rows
-    report.stage_seconds["discover"] = time.perf_counter() - started
     with weaviate_endpoint(config.weaviate) as endpoint:
-        prepare_index(endpoint, config)
-        runtime = init_ray(config.ray)
-        report.dashboard_url = runtime.dashboard_url
-        try:
-            result = dataflow_task(found.documents, config, endpoint)
-        finally:
-            shutdown_ray(runtime)
-        report.stale_deleted, report.objects_in_collection = retire_stale(endpoint, config, result)
-    _fill(report, found, result)
+        inv = plan_task(root, config, endpoint)
+        report.stage_seconds["plan"] = time.perf_counter() - started
+        crash_point("after_discover")
+        renamed = rename_task(inv, config, endpoint)
+        result = DataflowResult(stages={}, errors=ERROR.empty_table())
+        if inv.plan.to_process.num_rows:
+            runtime = init_ray(config.ray)
+            report.dashboard_url = runtime.dashboard_url
+            try:
+                result = dataflow_task(inv.plan.to_process, config, endpoint)
+            finally:
+                shutdown_ray(runtime)
+        entries, report.chunks_deleted, report.deletion_refused = retire_task(
+            inv, result, renamed, config, endpoint, allow_mass_delete)
+        report.objects_in_collection = ledger_task(inv, entries, config, endpoint, report.deletion_refused is None)
+    _fill(report, inv, result)
     report.wall_seconds = time.perf_counter() - started
     return report
 
 
-def _fill(report: IngestReport, found: Discovery, result: DataflowResult) -> None:
-    errors = pa.concat_tables([found.errors, result.errors]) if result.errors.num_rows else found.errors
+def _entry(row: dict[str, Any], config: HeadwaterConfig, chunk_ids: list[str] | tuple[str, ...]) -> LedgerEntry:
+    return LedgerEntry(doc_id=str(row["doc_id"]), source_uri=str(row["source_uri"]), size=int(row["size"]),
+                       mtime_ns=int(row["mtime_ns"]), content_sha256=str(row["content_sha256"]),
+                       config_hash=config.semantic_hash(), chunk_ids=tuple(chunk_ids))
+
+
+def _ordered(ids: list[str], result: DataflowResult) -> list[str]:
+    order = result.written.chunk_order
+    return sorted(ids, key=lambda cid: order.get(cid, 0))
+
+
+def _fill(report: IngestReport, inv: Inventory, result: DataflowResult) -> None:
+    errors = pa.concat_tables([inv.found.errors, result.errors])
     failed_ids = set(errors.column("doc_id").to_pylist())
+    plan = inv.plan
+    report.documents_seen = inv.found.documents.num_rows + inv.found.errors.num_rows
+    report.documents_added = len(set(plan.new) - failed_ids)
+    report.documents_modified = len(set(plan.modified) - failed_ids)
+    report.documents_renamed = len(plan.renamed)
+    report.documents_deleted = len(plan.deleted) if report.deletion_refused is None else 0
+    report.documents_unchanged = len(plan.unchanged)
     report.documents_failed = len(failed_ids)
-    parse_failed = {e["doc_id"] for e in errors.to_pylist() if e["stage"] == "parse"}
-    report.documents_parsed = found.documents.num_rows - len(parse_failed)
-    report.chunks = result.stages.get("chunk", StageStats()).rows_out
+    stages = result.stages
+    report.chunks = stages.get("chunk", StageStats()).rows_out
+    report.chunks_embedded = stages.get("embed", StageStats()).rows_out
+    report.chunks_reused = stages.get("reuse", StageStats()).rows_out
     report.objects_written = result.written.objects_written
-    for stage, stats in result.stages.items():
+    for stage, stats in stages.items():
         report.stage_seconds[stage] = stats.seconds
     report.errors = errors.select(ERROR.names).to_pylist()

@@ -112,6 +112,9 @@ class IndexConfig(_Section):
                             description="Weaviate collection name (GraphQL class style).")
     batch_size: int = Field(200, gt=0, description="Objects per Weaviate batch request.")
     concurrent_requests: int = Field(2, gt=0, description="Concurrent batch requests per writer.")
+    max_delete_fraction: float = Field(0.2, ge=0, le=1, description="A run that would delete more than "
+                                       "this share of the ledger's sources deletes nothing unless "
+                                       "--allow-mass-delete is given.")
 
 
 class RayConfig(_Section):

@@ -99,5 +99,10 @@ def doc_id_for(source_uri: str) -> str:
     return stable_id("doc", source_uri)
 
 
+def chunk_id_for(doc_id: str, text_sha256: str, occurrence: int) -> str:
+    """A chunk's id: its document and its text (and which repeat of that text), not its position."""
+    return stable_id("chunk", doc_id, text_sha256, str(occurrence))
+
+
 def error_table(rows: list[dict[str, object]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=ERROR)

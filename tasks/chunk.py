@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from schemas.config import ChunkConfig, EmbedModelConfig
-from schemas.records import CHUNK, ELEMENT, check_table, stable_id
+from schemas.records import CHUNK, ELEMENT, check_table, chunk_id_for
 from tasks.models import load_tokenizer
 
 STAGE = "chunk"
@@ -83,7 +83,7 @@ class RecursiveChunker:
                 {
                     # Identity is the document plus the text (and its repeat number), not the
                     # position: an edit elsewhere in the document leaves this id unchanged.
-                    "chunk_id": stable_id("chunk", first["doc_id"], text_sha, str(seen[text_sha])),
+                    "chunk_id": chunk_id_for(first["doc_id"], text_sha, seen[text_sha]),
                     "doc_id": first["doc_id"],
                     "source_uri": first["source_uri"],
                     "content_sha256": first["content_sha256"],

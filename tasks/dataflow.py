@@ -24,10 +24,10 @@ from ray.data.datasource.datasink import WriteResult as RayWriteResult
 
 from infra.weaviate.connection import WeaviateEndpoint, weaviate_client
 from schemas.config import HeadwaterConfig
-from schemas.records import ERROR, error_table
+from schemas.records import EMBEDDED_CHUNK, ERROR, error_table
 from tasks.chunk import RecursiveChunker
-from tasks.embed import Embedder
-from tasks.index import ChunkWriter, WriteResult
+from tasks.embed import Embedder, with_vectors
+from tasks.index import ChunkWriter, WriteResult, fetch_vectors
 from tasks.parse import parse_documents
 
 # Small blocks, so one slow file never holds many others back: a block closes at this many
@@ -103,27 +103,45 @@ def _chunk_step(batch: pa.Table, config: HeadwaterConfig, stats: Any) -> pa.Tabl
 class EmbedStep:
     """Ray Data actor: loads the model once, then embeds batches across documents.
 
-    With ``embed.threads`` unset, torch gets the node's cores left over by parsing while parse
-    tasks run, and all of them once parsing is done: two busy processes fighting over the same
-    cores make torch several times slower than either alone.
+    A chunk whose id the index already holds under the same semantic config keeps its vector
+    (ids derive from document and text, so the vector would come out the same): only new or
+    edited text is embedded. With ``embed.threads`` unset, torch gets the node's cores left over
+    by parsing while parse tasks run, and all of them once parsing is done: two busy processes
+    fighting over the same cores make torch several times slower than either alone.
     """
 
-    def __init__(self, config: HeadwaterConfig, stats: Any, parse_slots: int) -> None:
+    def __init__(self, config: HeadwaterConfig, stats: Any, parse_slots: int, endpoint: WeaviateEndpoint) -> None:
         self.embedder = Embedder(config.embed_model, config.embed)
         self.embedder.warm_up()
         self.stats = stats
+        self.collection = config.index.collection
+        self.config_hash = config.semantic_hash()
+        self.client = endpoint.connect()
         self.adaptive = config.embed.threads is None and self.embedder.device == "cpu"
         self.node_cpus = _node_cpus()
         self.parse_slots = parse_slots
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
-        if self.adaptive:
-            busy = 0 if ray.get(self.stats.parsing_done.remote()) else self.parse_slots
-            self.embedder.set_threads(max(1, self.node_cpus - busy))
-        out = self.embedder.embed(batch)
-        ray.get(self.stats.record.remote("embed", batch.num_rows, out.num_rows,
-                                         time.perf_counter() - started, ERROR.empty_table()))
+        ids = batch.column("chunk_id").to_pylist()
+        known = fetch_vectors(self.client, self.collection, ids, self.config_hash)
+        reuse = [i for i, cid in enumerate(ids) if cid in known]
+        fresh = [i for i, cid in enumerate(ids) if cid not in known]
+        parts = []
+        if reuse:
+            parts.append(with_vectors(batch.take(reuse), [known[ids[i]] for i in reuse]))
+        reused_at = time.perf_counter()
+        if fresh:
+            if self.adaptive:
+                busy = 0 if ray.get(self.stats.parsing_done.remote()) else self.parse_slots
+                self.embedder.set_threads(max(1, self.node_cpus - busy))
+            parts.append(self.embedder.embed(batch.take(fresh)))
+        out = pa.concat_tables(parts) if parts else EMBEDDED_CHUNK.empty_table()
+        ray.get([
+            self.stats.record.remote("reuse", len(ids), len(reuse), reused_at - started, ERROR.empty_table()),
+            self.stats.record.remote("embed", len(fresh), len(fresh), time.perf_counter() - reused_at,
+                                     ERROR.empty_table()),
+        ])
         return out
 
 
@@ -152,6 +170,8 @@ class WeaviateSink(Datasink[WriteResult]):
                                  self.config.index.batch_size, self.config.index.concurrent_requests)
             for block in blocks:
                 table = block if isinstance(block, pa.Table) else pa.Table.from_pandas(block)
+                if table.num_rows == 0:  # Ray may hand on empty blocks without columns
+                    continue
                 rows_in += table.num_rows
                 result.merge(writer.write(table))
         errors = error_table([
@@ -176,7 +196,7 @@ def run_dataflow(documents: pa.Table, config: HeadwaterConfig, endpoint: Weaviat
         sink = WeaviateSink(endpoint, config, stats)
         # Writers mostly wait on Weaviate: a fraction of a CPU each, so they stream alongside
         # parsing instead of queueing behind it.
-        _build(documents, config, stats).write_datasink(sink, ray_remote_args={"num_cpus": 0.25})
+        _build(documents, config, stats, endpoint).write_datasink(sink, ray_remote_args={"num_cpus": 0.25})
         result.written = sink.result
     result.stages, result.errors = ray.get(stats.snapshot.remote())
     ray.kill(stats)
@@ -199,7 +219,7 @@ def _blocks(documents: pa.Table) -> Iterator[pa.Table]:
         yield documents.slice(start)
 
 
-def _build(documents: pa.Table, config: HeadwaterConfig, stats: Any) -> ray.data.Dataset:
+def _build(documents: pa.Table, config: HeadwaterConfig, stats: Any, endpoint: WeaviateEndpoint) -> ray.data.Dataset:
     # Largest files first: the long tail of parse times then overlaps with everything else.
     documents = documents.sort_by([("size", "descending")])
     blocks = list(_blocks(documents))
@@ -212,7 +232,7 @@ def _build(documents: pa.Table, config: HeadwaterConfig, stats: Any) -> ray.data
                      num_cpus=1, concurrency=parse_slots)
         .map_batches(_chunk_step, fn_args=(config, stats), batch_format="pyarrow", batch_size=None,
                      num_cpus=0.25)
-        .map_batches(EmbedStep, fn_constructor_args=(config, stats, parse_slots), batch_format="pyarrow",
+        .map_batches(EmbedStep, fn_constructor_args=(config, stats, parse_slots, endpoint), batch_format="pyarrow",
                      batch_size=config.embed.batch_size * 4,
                      compute=ActorPoolStrategy(size=config.embed.num_actors),
                      # fractional CPUs: on 2 cores a whole-CPU actor pool can starve the parse tasks

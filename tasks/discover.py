@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +55,15 @@ def _outside(target: Path, root: Path) -> bool:
     return False
 
 
-def discover_documents(root: Path, config: ParseConfig) -> Discovery:
+def discover_documents(root: Path, config: ParseConfig,
+                       known: Mapping[str, tuple[int, int, str]] | None = None) -> Discovery:
     """List the documents under ``root`` (a folder or a single file).
 
     Args:
         root: Folder to walk, or one file.
         config: Which suffixes are parseable and the size limit.
+        known: uri -> (size, mtime_ns, sha256) from the ledger: a file whose size and mtime are
+            unchanged keeps its recorded hash instead of being read again (the fast path).
 
     Returns:
         The DOCUMENT rows of every readable, supported file, and ERROR rows for the rest.
@@ -82,7 +85,11 @@ def discover_documents(root: Path, config: ParseConfig) -> Discovery:
             continue
         try:
             stat = path.stat()
-            sha = file_sha256(path)
+            recorded = (known or {}).get(uri)
+            if recorded is not None and recorded[:2] == (stat.st_size, stat.st_mtime_ns):
+                sha = recorded[2]
+            else:
+                sha = file_sha256(path)
         except OSError as exc:
             errors.append(_error(uri, type(exc).__name__, f"cannot read: {exc.strerror or exc}", True))
             continue

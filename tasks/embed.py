@@ -103,9 +103,12 @@ class Embedder:
         chunks = check_table(chunks, CHUNK, STAGE)
         if chunks.num_rows == 0:
             return EMBEDDED_CHUNK.empty_table()
-        vectors = self.encode(chunks.column("text").to_pylist())
-        flat = pa.array(vectors.reshape(-1), type=pa.float32())
-        column = pa.ListArray.from_arrays(
-            pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32)), flat
-        )
-        return chunks.append_column(EMBEDDED_CHUNK.field("vector"), column)
+        return with_vectors(chunks, self.encode(chunks.column("text").to_pylist()))
+
+
+def with_vectors(chunks: pa.Table, vectors: np.ndarray | list[list[float]]) -> pa.Table:
+    """A CHUNK table plus its ``vector`` column (one vector per row, in row order)."""
+    matrix = np.asarray(vectors, dtype=np.float32).reshape(chunks.num_rows, -1)
+    flat = pa.array(matrix.reshape(-1), type=pa.float32())
+    offsets = pa.array(np.arange(0, matrix.size + 1, max(matrix.shape[1], 1), dtype=np.int32)[: chunks.num_rows + 1])
+    return chunks.append_column(EMBEDDED_CHUNK.field("vector"), pa.ListArray.from_arrays(offsets, flat))

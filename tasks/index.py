@@ -29,12 +29,14 @@ _DELETE_BATCH = 20  # documents per look-up (offset paging stops at 10,000 resul
 class WriteResult:
     objects_written: int = 0
     chunk_ids: dict[str, list[str]] = field(default_factory=dict)  # doc_id -> ids written
+    chunk_order: dict[str, int] = field(default_factory=dict)  # chunk id -> chunk_index
     failed_docs: dict[str, tuple[str, str]] = field(default_factory=dict)  # doc_id -> (uri, reason)
 
     def merge(self, other: WriteResult) -> None:
         self.objects_written += other.objects_written
         for doc_id, ids in other.chunk_ids.items():
             self.chunk_ids.setdefault(doc_id, []).extend(ids)
+        self.chunk_order.update(other.chunk_order)
         self.failed_docs.update(other.failed_docs)
 
 
@@ -72,6 +74,7 @@ class ChunkWriter:
                 continue
             result.objects_written += 1
             result.chunk_ids.setdefault(row["doc_id"], []).append(row["chunk_id"])
+            result.chunk_order[row["chunk_id"]] = row["chunk_index"]
         return result
 
     def _properties(self, row: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
@@ -123,3 +126,91 @@ def _ids_of_documents(coll: Any, doc_ids: list[str]) -> set[str]:
         if len(page.objects) < 1000:
             return found
         offset += len(page.objects)
+
+
+def fetch_vectors(client: weaviate.WeaviateClient, collection: str, chunk_ids: list[str],
+                  config_hash: str) -> dict[str, list[float]]:
+    """Vectors already in the index for these chunk ids, written under the same semantic config.
+
+    A chunk id is derived from its document and text, so an id found here with the same config
+    hash holds exactly the vector the model would compute again: reusing it is exact.
+    """
+    from weaviate.classes.query import Filter
+
+    coll = client.collections.use(collection)
+    found: dict[str, list[float]] = {}
+    for start in range(0, len(chunk_ids), 1000):
+        ids = chunk_ids[start : start + 1000]
+        where = Filter.by_id().contains_any(ids) & Filter.by_property("config_hash").equal(config_hash)
+        res = coll.query.fetch_objects(filters=where, limit=len(ids), include_vector=True, return_properties=[])
+        for obj in res.objects:
+            vector = obj.vector.get(VECTOR_NAME) if isinstance(obj.vector, dict) else obj.vector
+            if vector:
+                found[str(obj.uuid)] = list(vector)
+    return found
+
+
+def missing_chunks(client: weaviate.WeaviateClient, collection: str, chunk_ids: list[str]) -> set[str]:
+    """The ids among ``chunk_ids`` that the index does not hold (a write is confirmed by reading)."""
+    from weaviate.classes.query import Filter
+
+    coll = client.collections.use(collection)
+    present: set[str] = set()
+    for start in range(0, len(chunk_ids), 1000):
+        ids = chunk_ids[start : start + 1000]
+        res = coll.query.fetch_objects(filters=Filter.by_id().contains_any(ids), limit=len(ids), return_properties=[])
+        present.update(str(o.uuid) for o in res.objects)
+    return set(chunk_ids) - present
+
+
+def delete_document_chunks(client: weaviate.WeaviateClient, collection: str, doc_ids: list[str]) -> int:
+    """Delete every chunk of these documents. Returns the number deleted."""
+    from weaviate.classes.query import Filter
+
+    coll = client.collections.use(collection)
+    deleted = 0
+    for start in range(0, len(doc_ids), 100):
+        res = coll.data.delete_many(where=Filter.by_property("doc_id").contains_any(doc_ids[start : start + 100]))
+        deleted += int(res.successful)
+    return deleted
+
+
+def copy_document_chunks(client: weaviate.WeaviateClient, collection: str, old_doc_id: str,
+                         new_doc: dict[str, Any]) -> list[str]:
+    """Re-home a renamed document's chunks under its new identity, vectors included (no re-embed).
+
+    Returns the new chunk ids in chunk_index order. The old chunks are left for the caller to
+    delete once the copies are confirmed.
+    """
+    from collections import Counter
+
+    from weaviate.classes.query import Filter
+
+    from schemas.records import chunk_id_for
+
+    coll = client.collections.use(collection)
+    objects = []
+    offset = 0
+    while True:
+        page = coll.query.fetch_objects(filters=Filter.by_property("doc_id").equal(old_doc_id), limit=1000,
+                                        offset=offset, include_vector=True)
+        objects.extend(page.objects)
+        if len(page.objects) < 1000:
+            break
+        offset += len(page.objects)
+    objects.sort(key=lambda o: o.properties["chunk_index"])
+    seen: Counter[str] = Counter()
+    new_ids: list[str] = []
+    now = dt.datetime.now(dt.UTC)
+    with coll.batch.fixed_size(200) as batch:
+        for obj in objects:
+            props = dict(obj.properties)
+            seen[props["text_sha256"]] += 1
+            new_id = chunk_id_for(new_doc["doc_id"], props["text_sha256"], seen[props["text_sha256"]])
+            props.update(doc_id=new_doc["doc_id"], source_uri=new_doc["source_uri"], ingested_at=now)
+            vector = obj.vector.get(VECTOR_NAME) if isinstance(obj.vector, dict) else obj.vector
+            batch.add_object(properties=props, uuid=new_id, vector={VECTOR_NAME: vector})
+            new_ids.append(new_id)
+    if coll.batch.failed_objects:
+        raise RuntimeError(f"copy of {old_doc_id} rejected: {coll.batch.failed_objects[0].message}")
+    return new_ids

@@ -31,7 +31,7 @@ def test_ingest_then_search_in_every_mode(corpus: dict[str, Path], remote_env: N
     lines = result.output.splitlines()
     assert any("EmptyDocument" in line and "empty.txt: file is empty" in line for line in lines)
     assert any("UnsupportedFileType" in line and "image.png" in line for line in lines)
-    assert "documents parsed" in result.output and "objects in collection" in result.output
+    assert "documents added" in result.output and "objects in collection" in result.output
     for mode in ("bm25", "vector", "hybrid"):
         result = runner.invoke(app, ["search", "stanley cup", "--mode", mode, "--limit", "2", "--collection", "CliE2E"])
         assert result.exit_code == 0, result.output

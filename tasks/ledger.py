@@ -1,0 +1,78 @@
+"""The ledger: what the index holds for each source, stored in Weaviate beside the chunks.
+
+Read at the start of a run, written last (after the new chunks are confirmed and the stale ones
+deleted), so a run killed at any point leaves a ledger that describes an older state the next
+run converges from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from schemas.collection import ledger_name
+from tasks.diff import LedgerEntry
+
+if TYPE_CHECKING:
+    import weaviate
+
+_PROPS = ["source_uri", "size", "mtime_ns", "content_sha256", "config_hash", "chunk_ids"]
+
+
+def read_ledger(
+    client: weaviate.WeaviateClient, collection: str, uri_prefix: str | None = None
+) -> dict[str, LedgerEntry]:
+    """Every ledger entry (whose source_uri starts with ``uri_prefix``), by source_uri."""
+    coll = client.collections.use(ledger_name(collection))
+    entries: dict[str, LedgerEntry] = {}
+    for obj in coll.iterator(return_properties=_PROPS):
+        p = obj.properties
+        uri = str(p["source_uri"])
+        if uri_prefix and not uri.startswith(uri_prefix):
+            continue
+        entries[uri] = LedgerEntry(
+            doc_id=str(obj.uuid), source_uri=uri, size=int(p["size"] or 0), mtime_ns=int(str(p["mtime_ns"])),
+            content_sha256=str(p["content_sha256"]), config_hash=str(p["config_hash"]),
+            chunk_ids=tuple(p.get("chunk_ids") or ()),
+        )
+    return entries
+
+
+def ledger_size(client: weaviate.WeaviateClient, collection: str) -> int:
+    coll = client.collections.use(ledger_name(collection))
+    return int(coll.aggregate.over_all(total_count=True).total_count or 0)
+
+
+def write_entries(client: weaviate.WeaviateClient, collection: str, entries: Iterable[LedgerEntry]) -> int:
+    """Insert or replace entries (uuid = doc_id). Raises if Weaviate rejects any."""
+    coll = client.collections.use(ledger_name(collection))
+    now = dt.datetime.now(dt.UTC)
+    count = 0
+    with coll.batch.fixed_size(200) as batch:
+        for e in entries:
+            batch.add_object(
+                uuid=e.doc_id,
+                properties={
+                    "source_uri": e.source_uri, "size": e.size, "mtime_ns": str(e.mtime_ns),
+                    "content_sha256": e.content_sha256, "config_hash": e.config_hash,
+                    "chunk_ids": list(e.chunk_ids), "updated_at": now,
+                },
+            )
+            count += 1
+    failed = coll.batch.failed_objects
+    if failed:
+        raise RuntimeError(f"ledger write rejected {len(failed)} entries: {failed[0].message}")
+    return count
+
+
+def delete_entries(client: weaviate.WeaviateClient, collection: str, doc_ids: Iterable[str]) -> int:
+    from weaviate.classes.query import Filter
+
+    ids = sorted(set(doc_ids))
+    coll = client.collections.use(ledger_name(collection))
+    deleted = 0
+    for start in range(0, len(ids), 1000):
+        res = coll.data.delete_many(where=Filter.by_id().contains_any(ids[start : start + 1000]))
+        deleted += int(res.successful)
+    return deleted
