@@ -131,6 +131,49 @@ def search(
         console.print(f"    {snippet}", soft_wrap=True, markup=False)
 
 
+@app.command()
+def verify(
+    repair: Annotated[bool, typer.Option("--repair", help="Delete orphan/stale objects; forget sources "
+                                         "whose chunks are missing so the next ingest rebuilds them.")] = False,
+    collection: CollectionOpt = None,
+    config_file: ConfigOpt = None,
+) -> None:
+    """Audit the ledger against the index; exit 1 when anything is wrong (after --repair: if still wrong)."""
+    from infra.weaviate.connection import WeaviateUnavailable, weaviate_client, weaviate_endpoint
+    from tasks.verify import audit_index, repair_index
+
+    config = _config(config_file, collection)
+    name = config.index.collection
+    try:
+        with weaviate_endpoint(config.weaviate, say=lambda m: err.print(f"[dim]{m}[/dim]")) as endpoint, \
+                weaviate_client(endpoint) as client:
+            if not client.collections.exists(name):
+                err.print(f"[red]no collection {name!r}[/red]")
+                raise typer.Exit(1)
+            audit = audit_index(client, name)
+            _print_audit(name, audit)
+            if repair and not audit.clean:
+                deleted, forgotten = repair_index(client, name, audit)
+                console.print(f"repair: deleted {deleted} objects, forgot {forgotten} ledger entries"
+                              + (" (run `headwater ingest` again to rebuild them)" if forgotten else ""))
+                audit = audit_index(client, name)
+                _print_audit(name, audit)
+    except WeaviateUnavailable as exc:
+        err.print(f"[red]verify failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if not audit.clean:
+        raise typer.Exit(1)
+
+
+def _print_audit(name: str, audit: Any) -> None:
+    table = Table(title=f"verify {name}: {'clean' if audit.clean else 'PROBLEMS FOUND'}", title_justify="left")
+    for col, justify in (("check", "left"), ("count", "right"), ("status", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for check, count, status in audit.rows():
+        table.add_row(check, str(count), status)
+    console.print(table)
+
+
 @weaviate_app.command("install")
 def weaviate_install(config_file: ConfigOpt = None) -> None:
     """Build (or download) the pinned weaviate-server binary into the cache."""
@@ -196,3 +239,7 @@ def _require_embedded(config: HeadwaterConfig) -> None:
 
 def main() -> None:  # pragma: no cover - console entry
     sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
