@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from infra.environment import apply_quiet_defaults
+from infra.faults import arm
 
 apply_quiet_defaults()  # before unstructured, Ray or Prefect are imported anywhere
+arm()
 
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402

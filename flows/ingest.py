@@ -79,14 +79,23 @@ def plan_task(source: Path, config: HeadwaterConfig, endpoint: WeaviateEndpoint)
 
 
 @task(name="apply-renames", cache_policy=NONE)
-def rename_task(inv: Inventory, config: HeadwaterConfig, endpoint: WeaviateEndpoint) -> list[LedgerEntry]:
-    """Copy renamed documents' chunks (vectors included) to their new identity; no re-embedding."""
-    entries = []
+def rename_task(
+    inv: Inventory, config: HeadwaterConfig, endpoint: WeaviateEndpoint
+) -> tuple[list[LedgerEntry], pa.Table]:
+    """Copy renamed documents' chunks (vectors included) to their new identity; no re-embedding.
+
+    A rename whose old chunks are not all in the index any more (a run killed after deleting
+    them, before its ledger write) is processed like a new document instead; returned as rows.
+    """
+    entries, fallback = [], []
     with weaviate_client(endpoint) as client:
         for rename in inv.plan.renamed:
             ids = copy_document_chunks(client, config.index.collection, rename.old.doc_id, rename.new)
-            entries.append(_entry(rename.new, config, ids))
-    return entries
+            if len(ids) == len(rename.old.chunk_ids):
+                entries.append(_entry(rename.new, config, ids))
+            else:
+                fallback.append(rename.new)
+    return entries, pa.Table.from_pylist(fallback, schema=inv.plan.to_process.schema)
 
 
 @task(name="ray-dataflow", cache_policy=NONE)
@@ -95,15 +104,17 @@ def dataflow_task(documents: pa.Table, config: HeadwaterConfig, endpoint: Weavia
 
 
 @task(name="confirm-and-retire", cache_policy=NONE)
-def retire_task(inv: Inventory, result: DataflowResult, renamed: list[LedgerEntry], config: HeadwaterConfig,
-                endpoint: WeaviateEndpoint, allow_mass_delete: bool) -> tuple[list[LedgerEntry], int, str | None]:
+def retire_task(inv: Inventory, processed: pa.Table, result: DataflowResult, renamed: list[LedgerEntry],
+                config: HeadwaterConfig, endpoint: WeaviateEndpoint,
+                allow_mass_delete: bool) -> tuple[list[LedgerEntry], list[str], int, str | None]:
     """Confirm each document's new chunks are in the index, then delete what they supersede.
 
-    Returns the ledger entries to write (documents confirmed whole), chunks deleted, and the
-    reason deletions of vanished sources were refused, if they were.
+    Returns the ledger entries to write (documents confirmed whole), the ledger entries to drop
+    (sources whose chunks were deleted), chunks deleted, and the reason deletions of vanished
+    sources were refused, if they were.
     """
     coll = config.index.collection
-    rows = {r["doc_id"]: r for r in inv.plan.to_process.to_pylist()}
+    rows = {r["doc_id"]: r for r in processed.to_pylist()}
     with weaviate_client(endpoint) as client:
         written = result.written.chunk_ids
         missing = missing_chunks(client, coll, [cid for ids in written.values() for cid in ids])
@@ -115,23 +126,23 @@ def retire_task(inv: Inventory, result: DataflowResult, renamed: list[LedgerEntr
         deleted = delete_stale_chunks(client, coll, {**done, **renamed_ok})
         refusal = mass_delete_refusal(inv.plan, inv.ledger_total, config.index.max_delete_fraction)
         gone = [e.doc_id for e in inv.plan.deleted] if (refusal is None or allow_mass_delete) else []
-        old_of_renamed = [r.old.doc_id for r in inv.plan.renamed if r.new["doc_id"] in renamed_ok]
+        confirmed = set(renamed_ok) | set(done)
+        old_of_renamed = [r.old.doc_id for r in inv.plan.renamed if r.new["doc_id"] in confirmed]
         deleted += delete_document_chunks(client, coll, gone + old_of_renamed)
         crash_point("after_delete")
     entries = [_entry(rows[d], config, _ordered(ids, result)) for d, ids in done.items()]
     entries += [e for e in renamed if e.doc_id in renamed_ok]
     entries += [_entry(row, config, inv.ledger[str(row["source_uri"])].chunk_ids) for row in inv.plan.touched]
-    return entries, deleted, refusal if not allow_mass_delete else None
+    return entries, gone + old_of_renamed, deleted, refusal if not allow_mass_delete else None
 
 
 @task(name="write-ledger", cache_policy=NONE)
-def ledger_task(inv: Inventory, entries: list[LedgerEntry], config: HeadwaterConfig, endpoint: WeaviateEndpoint,
-                deletions_applied: bool) -> int:
+def ledger_task(entries: list[LedgerEntry], retired: list[str], config: HeadwaterConfig,
+                endpoint: WeaviateEndpoint) -> int:
     crash_point("before_ledger")
     with weaviate_client(endpoint) as client:
         write_entries(client, config.index.collection, entries)
-        gone = [e.doc_id for e in inv.plan.deleted] if deletions_applied else []
-        delete_entries(client, config.index.collection, gone + [r.old.doc_id for r in inv.plan.renamed])
+        delete_entries(client, config.index.collection, retired)
         return count_objects(client, config.index.collection)
 
 
@@ -160,18 +171,19 @@ def ingest_flow(source: str, config: HeadwaterConfig | None = None, allow_mass_d
         inv = plan_task(root, config, endpoint)
         report.stage_seconds["plan"] = time.perf_counter() - started
         crash_point("after_discover")
-        renamed = rename_task(inv, config, endpoint)
+        renamed, fallback = rename_task(inv, config, endpoint)
+        to_process = pa.concat_tables([inv.plan.to_process, fallback])
         result = DataflowResult(stages={}, errors=ERROR.empty_table())
-        if inv.plan.to_process.num_rows:
+        if to_process.num_rows:
             runtime = init_ray(config.ray)
             report.dashboard_url = runtime.dashboard_url
             try:
-                result = dataflow_task(inv.plan.to_process, config, endpoint)
+                result = dataflow_task(to_process, config, endpoint)
             finally:
                 shutdown_ray(runtime)
-        entries, report.chunks_deleted, report.deletion_refused = retire_task(
-            inv, result, renamed, config, endpoint, allow_mass_delete)
-        report.objects_in_collection = ledger_task(inv, entries, config, endpoint, report.deletion_refused is None)
+        entries, retired, report.chunks_deleted, report.deletion_refused = retire_task(
+            inv, to_process, result, renamed, config, endpoint, allow_mass_delete)
+        report.objects_in_collection = ledger_task(entries, retired, config, endpoint)
     _fill(report, inv, result)
     report.wall_seconds = time.perf_counter() - started
     return report

@@ -18,10 +18,11 @@ from typing import Any
 
 import pyarrow as pa
 import ray
-from ray.data import ActorPoolStrategy
+from ray.data import ActorPoolStrategy, TaskPoolStrategy
 from ray.data.datasource import Datasink
 from ray.data.datasource.datasink import WriteResult as RayWriteResult
 
+from infra.faults import crash_point
 from infra.weaviate.connection import WeaviateEndpoint, weaviate_client
 from schemas.config import HeadwaterConfig
 from schemas.records import EMBEDDED_CHUNK, ERROR, error_table
@@ -174,6 +175,7 @@ class WeaviateSink(Datasink[WriteResult]):
                     continue
                 rows_in += table.num_rows
                 result.merge(writer.write(table))
+                crash_point("during_upsert")
         errors = error_table([
             {"doc_id": doc_id, "source_uri": uri, "stage": "index", "error_type": "WeaviateRejected",
              "message": reason, "retryable": True}
@@ -229,7 +231,7 @@ def _build(documents: pa.Table, config: HeadwaterConfig, stats: Any, endpoint: W
     return (
         ray.data.from_arrow(blocks)
         .map_batches(_parse_step, fn_args=(config, stats), batch_format="pyarrow", batch_size=None,
-                     num_cpus=1, concurrency=parse_slots)
+                     num_cpus=1, compute=TaskPoolStrategy(size=parse_slots))
         .map_batches(_chunk_step, fn_args=(config, stats), batch_format="pyarrow", batch_size=None,
                      num_cpus=0.25)
         .map_batches(EmbedStep, fn_constructor_args=(config, stats, parse_slots, endpoint), batch_format="pyarrow",
