@@ -13,12 +13,11 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import pyarrow as pa
 import ray
-from ray.data import ActorPoolStrategy, TaskPoolStrategy
+from ray.data import ActorPoolStrategy
 from ray.data.datasource import Datasink
 from ray.data.datasource.datasink import WriteResult as RayWriteResult
 
@@ -78,27 +77,31 @@ class RunStats:
         return self.stages, errors
 
 
-def _parse_step(batch: pa.Table, config: HeadwaterConfig, stats: Any) -> pa.Table:
-    started = time.perf_counter()
-    out = parse_documents(batch, config.parse)
-    ray.get(stats.record.remote("parse", batch.num_rows, out.elements.num_rows,
-                                time.perf_counter() - started, out.errors))
-    return out.elements
+class ParseChunkStep:
+    """Ray Data actor: parses a block of documents and chunks them.
 
+    An actor, not a task: unstructured's imports, its spaCy model and the tokenizer load once
+    per process (seconds each) instead of in every short-lived worker.
+    """
 
-@cache
-def _chunker(config: HeadwaterConfig) -> RecursiveChunker:
-    chunker = RecursiveChunker(config.chunk, config.embed_model)
-    chunker.warm_up()
-    return chunker
+    def __init__(self, config: HeadwaterConfig, stats: Any) -> None:
+        self.config = config
+        self.stats = stats
+        self.chunker = RecursiveChunker(config.chunk, config.embed_model)
+        self.chunker.warm_up()
 
-
-def _chunk_step(batch: pa.Table, config: HeadwaterConfig, stats: Any) -> pa.Table:
-    started = time.perf_counter()
-    chunks = _chunker(config).chunk(batch)
-    ray.get(stats.record.remote("chunk", batch.num_rows, chunks.num_rows,
-                                time.perf_counter() - started, ERROR.empty_table()))
-    return chunks
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.perf_counter()
+        parsed = parse_documents(batch, self.config.parse)
+        parsed_at = time.perf_counter()
+        chunks = self.chunker.chunk(parsed.elements)
+        ray.get([
+            self.stats.record.remote("parse", batch.num_rows, parsed.elements.num_rows, parsed_at - started,
+                                     parsed.errors),
+            self.stats.record.remote("chunk", parsed.elements.num_rows, chunks.num_rows,
+                                     time.perf_counter() - parsed_at, ERROR.empty_table()),
+        ])
+        return chunks
 
 
 class EmbedStep:
@@ -230,10 +233,8 @@ def _build(documents: pa.Table, config: HeadwaterConfig, stats: Any, endpoint: W
     parse_slots = config.ray.parse_concurrency or max(1, cpus_total - 1)
     return (
         ray.data.from_arrow(blocks)
-        .map_batches(_parse_step, fn_args=(config, stats), batch_format="pyarrow", batch_size=None,
-                     num_cpus=1, compute=TaskPoolStrategy(size=parse_slots))
-        .map_batches(_chunk_step, fn_args=(config, stats), batch_format="pyarrow", batch_size=None,
-                     num_cpus=0.25)
+        .map_batches(ParseChunkStep, fn_constructor_args=(config, stats), batch_format="pyarrow",
+                     batch_size=None, compute=ActorPoolStrategy(size=parse_slots), num_cpus=0.75)
         .map_batches(EmbedStep, fn_constructor_args=(config, stats, parse_slots, endpoint), batch_format="pyarrow",
                      batch_size=config.embed.batch_size * 4,
                      compute=ActorPoolStrategy(size=config.embed.num_actors),
