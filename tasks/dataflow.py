@@ -1,8 +1,8 @@
 """The one place where stages meet Ray: parse -> chunk -> embed -> index as a Ray Data stream.
 
-Stages stay plain functions and classes; here they are mapped onto Ray Data (parse and chunk as
-tasks, embedding as an actor pool that loads the model once per actor, the Weaviate writer as
-a ``Datasink``). Error records and per-stage counters go to one small actor, so the run report
+Stages stay plain functions and classes; here they are mapped onto Ray Data (parse and chunk in
+one actor pool, embedding in another, each loading its models once per actor, and the Weaviate
+writer as a ``Datasink``). Error records and per-stage counters go to one small actor, so the run report
 sees every worker's numbers on a laptop and on a cluster alike. The stream is bounded by Ray
 Data's back-pressure; nothing is materialised per corpus.
 """
