@@ -9,7 +9,7 @@ deleted only after its new ones are confirmed in the index (write new, verify, d
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -102,29 +102,34 @@ def delete_stale_chunks(client: weaviate.WeaviateClient, collection: str,
     for start in range(0, len(doc_ids), _DELETE_BATCH):
         docs = doc_ids[start : start + _DELETE_BATCH]
         keep_ids = {cid for d in docs for cid in keep[d]}
-        stale = _ids_of_documents(coll, docs) - keep_ids
-        if stale:
-            grouped: dict[int, list[str]] = defaultdict(list)
-            for i, uuid in enumerate(sorted(stale)):
-                grouped[i // 1000].append(uuid)
-            for ids in grouped.values():
-                res = coll.data.delete_many(where=Filter.by_id().contains_any(ids))
-                deleted += int(res.successful)
+        where = Filter.by_property("doc_id").contains_any(docs)
+        stale = {str(o.uuid) for o in _filtered_objects(coll, where, return_properties=[])}
+        deleted += delete_by_ids(coll, stale - keep_ids)
     return deleted
 
 
-def _ids_of_documents(coll: Any, doc_ids: list[str]) -> set[str]:
+def delete_by_ids(coll: Any, ids: Iterable[str]) -> int:
+    """Delete objects by uuid, a thousand per request. Returns the number deleted."""
     from weaviate.classes.query import Filter
 
-    # Weaviate's cursor cannot be combined with a filter, so page by offset.
-    found: set[str] = set()
-    where = Filter.by_property("doc_id").contains_any(doc_ids)
+    ordered = sorted(set(ids))
+    deleted = 0
+    for start in range(0, len(ordered), 1000):
+        res = coll.data.delete_many(where=Filter.by_id().contains_any(ordered[start : start + 1000]))
+        deleted += int(res.successful)
+    return deleted
+
+
+def _filtered_objects(coll: Any, where: Any, include_vector: bool = False,
+                      return_properties: list[str] | None = None) -> Iterator[Any]:
+    """Every object matching ``where``. Weaviate's cursor cannot take a filter, so this pages by offset."""
     offset = 0
     while True:
-        page = coll.query.fetch_objects(filters=where, limit=1000, offset=offset, return_properties=[])
-        found.update(str(o.uuid) for o in page.objects)
+        page = coll.query.fetch_objects(filters=where, limit=1000, offset=offset, include_vector=include_vector,
+                                        return_properties=return_properties)
+        yield from page.objects
         if len(page.objects) < 1000:
-            return found
+            return
         offset += len(page.objects)
 
 
@@ -189,15 +194,7 @@ def copy_document_chunks(client: weaviate.WeaviateClient, collection: str, old_d
     from schemas.records import chunk_id_for
 
     coll = client.collections.use(collection)
-    objects = []
-    offset = 0
-    while True:
-        page = coll.query.fetch_objects(filters=Filter.by_property("doc_id").equal(old_doc_id), limit=1000,
-                                        offset=offset, include_vector=True)
-        objects.extend(page.objects)
-        if len(page.objects) < 1000:
-            break
-        offset += len(page.objects)
+    objects = list(_filtered_objects(coll, Filter.by_property("doc_id").equal(old_doc_id), include_vector=True))
     objects.sort(key=lambda o: o.properties["chunk_index"])
     seen: Counter[str] = Counter()
     new_ids: list[str] = []

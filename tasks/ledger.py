@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from schemas.collection import ledger_name
 from tasks.diff import LedgerEntry
+from tasks.index import delete_by_ids
 
 if TYPE_CHECKING:
     import weaviate
@@ -67,12 +68,4 @@ def write_entries(client: weaviate.WeaviateClient, collection: str, entries: Ite
 
 
 def delete_entries(client: weaviate.WeaviateClient, collection: str, doc_ids: Iterable[str]) -> int:
-    from weaviate.classes.query import Filter
-
-    ids = sorted(set(doc_ids))
-    coll = client.collections.use(ledger_name(collection))
-    deleted = 0
-    for start in range(0, len(ids), 1000):
-        res = coll.data.delete_many(where=Filter.by_id().contains_any(ids[start : start + 1000]))
-        deleted += int(res.successful)
-    return deleted
+    return delete_by_ids(client.collections.use(ledger_name(collection)), doc_ids)

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from tasks.index import delete_by_ids
 from tasks.ledger import delete_entries, read_ledger
 
 if TYPE_CHECKING:
@@ -84,13 +85,7 @@ def repair_index(client: weaviate.WeaviateClient, collection: str, audit: Audit)
     A forgotten entry makes the next ingest treat that source as new, which rebuilds its chunks
     (reusing the vectors of those still present). Returns (objects deleted, entries forgotten).
     """
-    from weaviate.classes.query import Filter
-
     coll = client.collections.use(collection)
-    doomed = sorted(set(audit.orphans) | set(audit.stale) | set(audit.duplicates))
-    deleted = 0
-    for start in range(0, len(doomed), 1000):
-        res = coll.data.delete_many(where=Filter.by_id().contains_any(doomed[start : start + 1000]))
-        deleted += int(res.successful)
+    deleted = delete_by_ids(coll, set(audit.orphans) | set(audit.stale) | set(audit.duplicates))
     forgotten = delete_entries(client, collection, audit.missing) if audit.missing else 0
     return deleted, forgotten

@@ -57,8 +57,7 @@ def init_ray(config: RayConfig) -> RayRuntime:
 def _dashboard() -> str | None:
     import ray
 
-    url = ray.get_runtime_context().dashboard_url if hasattr(ray.get_runtime_context(), "dashboard_url") else None
-    return url or None
+    return getattr(ray.get_runtime_context(), "dashboard_url", None) or None
 
 
 def shutdown_ray(runtime: RayRuntime) -> None:
