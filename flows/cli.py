@@ -33,9 +33,28 @@ def _config(config_file: Path | None, collection: str | None = None) -> Headwate
     return load_config(config_file, overrides)
 
 
+def _run_errors() -> tuple[type[BaseException], ...]:
+    """Failures a user can act on: printed as one clear line, exit 1 (anything else is a bug: traceback)."""
+    from flows.backfill import BackfillRejected
+    from flows.ingest import IndexConfigChanged
+    from infra.weaviate.connection import WeaviateUnavailable
+    from infra.weaviate.install import InstallError
+    from infra.weaviate.lease import WriteLeaseHeld
+
+    return (InstallError, WeaviateUnavailable, FileNotFoundError, ValueError, WriteLeaseHeld, IndexConfigChanged,
+            BackfillRejected)
+
+
+def _install_if_embedded(config: HeadwaterConfig) -> None:
+    from infra.weaviate.install import install
+
+    if not config.weaviate.url and not config.weaviate.binary:
+        install(config.weaviate.version, say=lambda m: err.print(f"[dim]{m}[/dim]"))
+
+
 @app.command()
 def ingest(
-    path: Annotated[Path, typer.Argument(help="Folder (or file) to ingest.")],
+    path: Annotated[Path | None, typer.Argument(help="Folder (or file) to ingest; default: index.sources.")] = None,
     collection: CollectionOpt = None,
     config_file: ConfigOpt = None,
     allow_mass_delete: Annotated[bool, typer.Option(
@@ -43,18 +62,74 @@ def ingest(
 ) -> None:
     """Bring the index up to date with PATH: new, edited, renamed and deleted files."""
     from flows.ingest import ingest_flow
-    from infra.weaviate.connection import WeaviateUnavailable
-    from infra.weaviate.install import InstallError, install
 
     config = _config(config_file, collection)
     try:
-        if not config.weaviate.url and not config.weaviate.binary:
-            install(config.weaviate.version, say=lambda m: err.print(f"[dim]{m}[/dim]"))
-        report = ingest_flow(str(path), config, allow_mass_delete)
-    except (InstallError, WeaviateUnavailable, FileNotFoundError) as exc:
+        _install_if_embedded(config)
+        report = ingest_flow(str(path) if path else None, config, allow_mass_delete)
+    except _run_errors() as exc:
         err.print(f"[red]ingest failed:[/red] {exc}")
         raise typer.Exit(1) from exc
     _print_report(report)
+
+
+@app.command()
+def backfill(
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Folders to build from; default: index.sources, else those the live version came from.")] = None,
+    collection: CollectionOpt = None,
+    config_file: ConfigOpt = None,
+) -> None:
+    """Rebuild the index as a new version, check it, and switch the alias to it (no downtime)."""
+    from flows.backfill import backfill_flow
+
+    config = _config(config_file, collection)
+    try:
+        _install_if_embedded(config)
+        report = backfill_flow([str(p) for p in paths] if paths else None, config)
+    except _run_errors() as exc:
+        err.print(f"[red]backfill failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    _print_report(report.build)
+    console.print(f"alias {report.alias} -> {report.target} (was {report.previous or 'none'}); "
+                  f"checks {report.checks}; dropped {', '.join(report.dropped) or 'none'}")
+
+
+@app.command()
+def serve(
+    source: Annotated[list[Path] | None, typer.Option(
+        "--source", help="Folder the scheduled ingest refreshes (repeatable); default index.sources.")] = None,
+    ingest_cron: Annotated[str | None, typer.Option(help="Cron of the ingest deployment.")] = None,
+    collection: CollectionOpt = None,
+    config_file: ConfigOpt = None,
+) -> None:
+    """Serve the index's Prefect deployments: scheduled ingest, manual backfill, scheduled verify."""
+    import json
+    import os
+
+    from flows.deployments import serve_deployments
+
+    # Flow runs start in child processes and load their config from the environment, like a worker's.
+    if config_file:
+        os.environ["HEADWATER_CONFIG"] = str(config_file.resolve())
+    if collection:
+        os.environ["HEADWATER_INDEX__COLLECTION"] = collection
+    if source:
+        os.environ["HEADWATER_INDEX__SOURCES"] = json.dumps([str(p.resolve()) for p in source])
+    if ingest_cron:
+        os.environ["HEADWATER_RUNS__INGEST_CRON"] = ingest_cron
+    config = load_config()
+    if not config.index.sources:
+        err.print("[red]serve:[/red] the ingest deployment needs sources: --source PATH or index.sources")
+        raise typer.Exit(2)
+    _install_if_embedded(config)
+    if not config.weaviate.url:
+        # Started here and left running, so that concurrent flow runs share it and none stops it.
+        from infra.weaviate.connection import embedded_server
+
+        state, _ = embedded_server(config.weaviate).start()
+        console.print(f"embedded Weaviate: {state.http_url} (data {config.weaviate.data_dir})")
+    serve_deployments(config)
 
 
 def _print_report(report: Any) -> None:
@@ -64,7 +139,7 @@ def _print_report(report: Any) -> None:
             where = e["source_uri"].removeprefix("file://")
             console.print(f"  {e['stage']:<8} {e['error_type']:<22} {where}: {e['message']}",
                           soft_wrap=True, markup=False, highlight=False)
-    summary = Table(title=f"ingest {report.source} -> {report.collection}", title_justify="left")
+    summary = Table(title=f"ingest {report.source} -> {report.collection} ({report.target})", title_justify="left")
     summary.add_column("measure")
     summary.add_column("value", justify="right")
     for label, value in (
@@ -104,6 +179,7 @@ def search(
 ) -> None:
     """Query the index: prints source, title, section, score and a snippet per hit."""
     from infra.weaviate.connection import WeaviateUnavailable, weaviate_client, weaviate_endpoint
+    from schemas.collection import resolve_target
     from tasks.embed import Embedder
     from tasks.search import search as run_search
 
@@ -114,7 +190,7 @@ def search(
     try:
         with weaviate_endpoint(config.weaviate, say=lambda m: err.print(f"[dim]{m}[/dim]")) as endpoint, \
                 weaviate_client(endpoint) as client:
-            if not client.collections.exists(config.index.collection):
+            if resolve_target(client, config.index.collection) is None:
                 err.print(f"[red]no collection {config.index.collection!r}[/red]: run `headwater ingest` first")
                 raise typer.Exit(1)
             hits = run_search(client, config.index.collection, query, mode, limit, embedder, alpha)  # type: ignore[arg-type]
@@ -142,15 +218,16 @@ def verify(
 ) -> None:
     """Audit the ledger against the index; exit 1 when anything is wrong (after --repair: if still wrong)."""
     from infra.weaviate.connection import WeaviateUnavailable, weaviate_client, weaviate_endpoint
+    from schemas.collection import resolve_target
     from tasks.verify import audit_index, repair_index
 
     config = _config(config_file, collection)
-    name = config.index.collection
     try:
         with weaviate_endpoint(config.weaviate, say=lambda m: err.print(f"[dim]{m}[/dim]")) as endpoint, \
                 weaviate_client(endpoint) as client:
-            if not client.collections.exists(name):
-                err.print(f"[red]no collection {name!r}[/red]")
+            name = resolve_target(client, config.index.collection)
+            if name is None:
+                err.print(f"[red]no collection {config.index.collection!r}[/red]")
                 raise typer.Exit(1)
             audit = audit_index(client, name)
             _print_audit(name, audit)

@@ -16,11 +16,15 @@ from typing import Any
 import pyarrow as pa
 from prefect import flow, task
 from prefect.cache_policies import NONE
+from prefect.tasks import exponential_backoff
 
+from flows.report import publish_ingest_report
 from infra.faults import crash_point
-from infra.ray.runtime import init_ray, shutdown_ray
+from infra.ray.runtime import RayOnDemand
+from infra.retry import retry_if_transient
 from infra.weaviate.connection import WeaviateEndpoint, weaviate_client, weaviate_endpoint
-from schemas.collection import ensure_collection
+from infra.weaviate.lease import write_lease
+from schemas.collection import ensure_target
 from schemas.config import HeadwaterConfig, load_config
 from schemas.records import ERROR
 from tasks import check_stage_chain
@@ -28,13 +32,14 @@ from tasks.dataflow import DataflowResult, StageStats, run_dataflow
 from tasks.diff import ChangePlan, LedgerEntry, known_stats, mass_delete_refusal, plan_changes
 from tasks.discover import Discovery, discover_documents, source_uri_for
 from tasks.index import copy_document_chunks, count_objects, delete_document_chunks, delete_stale_chunks, missing_chunks
-from tasks.ledger import delete_entries, ledger_size, read_ledger, write_entries
+from tasks.ledger import delete_entries, ledger_facts, ledger_size, read_ledger, write_entries
 
 
 @dataclass
 class IngestReport:
-    source: str
-    collection: str
+    sources: list[str]
+    collection: str  # the alias consumers query
+    target: str = ""  # the version it names, which this run wrote
     documents_seen: int = 0
     documents_added: int = 0
     documents_modified: int = 0
@@ -48,11 +53,20 @@ class IngestReport:
     chunks_deleted: int = 0
     objects_written: int = 0
     objects_in_collection: int = 0
+    ledger_sources: int = 0
     deletion_refused: str | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
     wall_seconds: float = 0.0
     dashboard_url: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        return ", ".join(self.sources)
+
+
+class IndexConfigChanged(RuntimeError):
+    """The run's parser, chunker or model differs from the one the live index was built with."""
 
 
 @dataclass
@@ -63,13 +77,39 @@ class Inventory:
     ledger_total: int
 
 
-@task(name="plan-changes", cache_policy=NONE)
+# Every task is safe to run again (deterministic ids, writes before deletes, ledger last), so a
+# transient fault (Weaviate restarting, a timeout, a 5xx) is retried with backoff; nothing else is.
+RETRYABLE: dict[str, Any] = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=5),
+                             "retry_jitter_factor": 0.5, "retry_condition_fn": retry_if_transient,
+                             "cache_policy": NONE}
+
+
+@task(name="resolve-index", **RETRYABLE)
+def resolve_task(config: HeadwaterConfig, endpoint: WeaviateEndpoint) -> str:
+    """The version the alias names (created on the first run); refuses a changed semantic config.
+
+    Raises:
+        IndexConfigChanged: the live index was built with another parser/chunker/model config.
+    """
+    alias = config.index.collection
+    with weaviate_client(endpoint) as client:
+        target = ensure_target(client, alias)
+        _, hashes = ledger_facts(client, target)
+    mine = config.semantic_hash()
+    if hashes and hashes != [mine]:
+        raise IndexConfigChanged(
+            f"index {alias!r} ({target}) was built with config {', '.join(hashes)}; this run's parser, "
+            f"chunker or model config is {mine}. Run `headwater backfill` to rebuild it under the new "
+            "config and switch the alias: an ingest would mix both in one index."
+        )
+    return target
+
+
+@task(name="plan-changes", **RETRYABLE)
 def plan_task(source: Path, config: HeadwaterConfig, endpoint: WeaviateEndpoint) -> Inventory:
-    """Check contracts, prepare the collections, list the source and diff it against the ledger."""
-    check_stage_chain()
+    """List the source and diff it against the ledger of the collection ``config`` is bound to."""
     prefix = source_uri_for(source) + ("/" if source.is_dir() else "")
     with weaviate_client(endpoint) as client:
-        ensure_collection(client, config.index.collection)
         ledger = read_ledger(client, config.index.collection, prefix)
         total = ledger_size(client, config.index.collection)
     found = discover_documents(source, config.parse, known_stats(ledger))
@@ -78,9 +118,9 @@ def plan_task(source: Path, config: HeadwaterConfig, endpoint: WeaviateEndpoint)
     return Inventory(found, plan, ledger, total)
 
 
-@task(name="apply-renames", cache_policy=NONE)
+@task(name="apply-renames", **RETRYABLE)
 def rename_task(
-    inv: Inventory, config: HeadwaterConfig, endpoint: WeaviateEndpoint
+    inv: Inventory, root_uri: str, config: HeadwaterConfig, endpoint: WeaviateEndpoint
 ) -> tuple[list[LedgerEntry], pa.Table]:
     """Copy renamed documents' chunks (vectors included) to their new identity; no re-embedding.
 
@@ -92,20 +132,20 @@ def rename_task(
         for rename in inv.plan.renamed:
             ids = copy_document_chunks(client, config.index.collection, rename.old.doc_id, rename.new)
             if len(ids) == len(rename.old.chunk_ids):
-                entries.append(_entry(rename.new, config, ids))
+                entries.append(_entry(rename.new, root_uri, config, ids))
             else:
                 fallback.append(rename.new)
     return entries, pa.Table.from_pylist(fallback, schema=inv.plan.to_process.schema)
 
 
-@task(name="ray-dataflow", cache_policy=NONE)
+@task(name="ray-dataflow", **RETRYABLE)
 def dataflow_task(documents: pa.Table, config: HeadwaterConfig, endpoint: WeaviateEndpoint) -> DataflowResult:
     return run_dataflow(documents, config, endpoint)
 
 
-@task(name="confirm-and-retire", cache_policy=NONE)
+@task(name="confirm-and-retire", **RETRYABLE)
 def retire_task(inv: Inventory, processed: pa.Table, result: DataflowResult, renamed: list[LedgerEntry],
-                config: HeadwaterConfig, endpoint: WeaviateEndpoint,
+                root_uri: str, config: HeadwaterConfig, endpoint: WeaviateEndpoint,
                 allow_mass_delete: bool) -> tuple[list[LedgerEntry], list[str], int, str | None]:
     """Confirm each document's new chunks are in the index, then delete what they supersede.
 
@@ -130,28 +170,33 @@ def retire_task(inv: Inventory, processed: pa.Table, result: DataflowResult, ren
         old_of_renamed = [r.old.doc_id for r in inv.plan.renamed if r.new["doc_id"] in confirmed]
         deleted += delete_document_chunks(client, coll, gone + old_of_renamed)
         crash_point("after_delete")
-    entries = [_entry(rows[d], config, _ordered(ids, result)) for d, ids in done.items()]
+    entries = [_entry(rows[d], root_uri, config, _ordered(ids, result)) for d, ids in done.items()]
     entries += [e for e in renamed if e.doc_id in renamed_ok]
-    entries += [_entry(row, config, inv.ledger[str(row["source_uri"])].chunk_ids) for row in inv.plan.touched]
+    entries += [_entry(row, root_uri, config, inv.ledger[str(row["source_uri"])].chunk_ids)
+                for row in inv.plan.touched]
     return entries, gone + old_of_renamed, deleted, refusal if not allow_mass_delete else None
 
 
-@task(name="write-ledger", cache_policy=NONE)
+@task(name="write-ledger", **RETRYABLE)
 def ledger_task(entries: list[LedgerEntry], retired: list[str], config: HeadwaterConfig,
-                endpoint: WeaviateEndpoint) -> int:
+                endpoint: WeaviateEndpoint) -> tuple[int, int]:
+    """Record the run; returns objects in the collection and sources in the ledger."""
     crash_point("before_ledger")
     with weaviate_client(endpoint) as client:
         write_entries(client, config.index.collection, entries)
         delete_entries(client, config.index.collection, retired)
-        return count_objects(client, config.index.collection)
+        return count_objects(client, config.index.collection), ledger_size(client, config.index.collection)
 
 
 @flow(name="ingest", log_prints=True)
-def ingest_flow(source: str, config: HeadwaterConfig | None = None, allow_mass_delete: bool = False) -> IngestReport:
-    """Bring the index up to date with every document under ``source``.
+def ingest_flow(source: str | None = None, config: HeadwaterConfig | None = None,
+                allow_mass_delete: bool = False) -> IngestReport:
+    """Bring the index up to date with every document under ``source`` (or each ``index.sources``).
+
+    Holds the index's write lease for the whole run; writes the version the alias names.
 
     Args:
-        source: Folder (or file) to ingest.
+        source: Folder (or file) to ingest; default: every folder of ``index.sources``.
         config: The run's configuration; default: :func:`schemas.config.load_config`.
         allow_mass_delete: Delete vanished sources even beyond ``index.max_delete_fraction``.
 
@@ -159,40 +204,68 @@ def ingest_flow(source: str, config: HeadwaterConfig | None = None, allow_mass_d
         Counts by outcome, per-stage seconds and the error records of the run.
 
     Raises:
-        FileNotFoundError: ``source`` does not exist (nothing is changed).
+        FileNotFoundError: a source does not exist (nothing is changed).
+        ValueError: no source given and ``index.sources`` is empty.
+        WriteLeaseHeld: another run is writing this index (nothing is changed).
+        IndexConfigChanged: the semantic config differs from the live index's (run a backfill).
     """
     config = config or load_config()
     started = time.perf_counter()
-    root = Path(source).resolve()
-    if not root.exists():
-        raise FileNotFoundError(f"discover: source {source} does not exist")
-    report = IngestReport(source=source, collection=config.index.collection)
-    with weaviate_endpoint(config.weaviate) as endpoint:
-        inv = plan_task(root, config, endpoint)
+    roots = source_roots([source] if source else list(config.index.sources))
+    report = IngestReport(sources=[str(r) for r in roots], collection=config.index.collection)
+    check_stage_chain()
+    idx = config.index
+    with weaviate_endpoint(config.weaviate) as endpoint, \
+            write_lease(endpoint, idx.collection, "ingest", idx.lease_wait_s, idx.lease_ttl_s), \
+            RayOnDemand(config.ray) as ray_runtime:
+        report.target = resolve_task(config, endpoint)
         report.stage_seconds["plan"] = time.perf_counter() - started
-        crash_point("after_discover")
-        renamed, fallback = rename_task(inv, config, endpoint)
-        to_process = pa.concat_tables([inv.plan.to_process, fallback])
-        result = DataflowResult(stages={}, errors=ERROR.empty_table())
-        if to_process.num_rows:
-            runtime = init_ray(config.ray)
-            report.dashboard_url = runtime.dashboard_url
-            try:
-                result = dataflow_task(to_process, config, endpoint)
-            finally:
-                shutdown_ray(runtime)
-        entries, retired, report.chunks_deleted, report.deletion_refused = retire_task(
-            inv, to_process, result, renamed, config, endpoint, allow_mass_delete)
-        report.objects_in_collection = ledger_task(entries, retired, config, endpoint)
-    _fill(report, inv, result)
+        for root in roots:
+            refresh_source(root, config.bound_to(report.target), endpoint, ray_runtime, report, allow_mass_delete)
     report.wall_seconds = time.perf_counter() - started
+    publish_ingest_report("ingest", report, config)
     return report
 
 
-def _entry(row: dict[str, Any], config: HeadwaterConfig, chunk_ids: list[str] | tuple[str, ...]) -> LedgerEntry:
+def source_roots(sources: list[str]) -> list[Path]:
+    """Resolved source folders; every one must exist before anything is changed."""
+    if not sources:
+        raise ValueError("discover: no source given and index.sources is empty")
+    roots = [Path(s).expanduser().resolve() for s in sources]
+    for given, root in zip(sources, roots, strict=True):
+        if not root.exists():
+            raise FileNotFoundError(f"discover: source {given} does not exist")
+    return roots
+
+
+def refresh_source(root: Path, config: HeadwaterConfig, endpoint: WeaviateEndpoint, ray_runtime: RayOnDemand,
+                   report: IngestReport, allow_mass_delete: bool = False) -> None:
+    """Bring ``config.index.collection`` (a version, not the alias) up to date with one source folder,
+    adding the outcome to ``report``."""
+    started = time.perf_counter()
+    root_uri = source_uri_for(root)
+    inv = plan_task(root, config, endpoint)
+    _add_seconds(report, "plan", time.perf_counter() - started)
+    crash_point("after_discover")
+    renamed, fallback = rename_task(inv, root_uri, config, endpoint)
+    to_process = pa.concat_tables([inv.plan.to_process, fallback])
+    result = DataflowResult(stages={}, errors=ERROR.empty_table())
+    if to_process.num_rows:
+        report.dashboard_url = ray_runtime.ensure().dashboard_url
+        result = dataflow_task(to_process, config, endpoint)
+    entries, retired, deleted, refused = retire_task(
+        inv, to_process, result, renamed, root_uri, config, endpoint, allow_mass_delete)
+    report.objects_in_collection, report.ledger_sources = ledger_task(entries, retired, config, endpoint)
+    report.chunks_deleted += deleted
+    report.deletion_refused = report.deletion_refused or refused
+    _add(report, inv, result, refused is not None)
+
+
+def _entry(row: dict[str, Any], root_uri: str, config: HeadwaterConfig,
+           chunk_ids: list[str] | tuple[str, ...]) -> LedgerEntry:
     return LedgerEntry(doc_id=str(row["doc_id"]), source_uri=str(row["source_uri"]), size=int(row["size"]),
                        mtime_ns=int(row["mtime_ns"]), content_sha256=str(row["content_sha256"]),
-                       config_hash=config.semantic_hash(), chunk_ids=tuple(chunk_ids))
+                       config_hash=config.semantic_hash(), chunk_ids=tuple(chunk_ids), root_uri=root_uri)
 
 
 def _ordered(ids: list[str], result: DataflowResult) -> list[str]:
@@ -200,22 +273,26 @@ def _ordered(ids: list[str], result: DataflowResult) -> list[str]:
     return sorted(ids, key=lambda cid: order.get(cid, 0))
 
 
-def _fill(report: IngestReport, inv: Inventory, result: DataflowResult) -> None:
+def _add_seconds(report: IngestReport, stage: str, seconds: float) -> None:
+    report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + seconds
+
+
+def _add(report: IngestReport, inv: Inventory, result: DataflowResult, deletion_refused: bool) -> None:
     errors = pa.concat_tables([inv.found.errors, result.errors])
     failed_ids = set(errors.column("doc_id").to_pylist())
     plan = inv.plan
-    report.documents_seen = inv.found.documents.num_rows + inv.found.errors.num_rows
-    report.documents_added = len(set(plan.new) - failed_ids)
-    report.documents_modified = len(set(plan.modified) - failed_ids)
-    report.documents_renamed = len(plan.renamed)
-    report.documents_deleted = len(plan.deleted) if report.deletion_refused is None else 0
-    report.documents_unchanged = len(plan.unchanged)
-    report.documents_failed = len(failed_ids)
+    report.documents_seen += inv.found.documents.num_rows + inv.found.errors.num_rows
+    report.documents_added += len(set(plan.new) - failed_ids)
+    report.documents_modified += len(set(plan.modified) - failed_ids)
+    report.documents_renamed += len(plan.renamed)
+    report.documents_deleted += 0 if deletion_refused else len(plan.deleted)
+    report.documents_unchanged += len(plan.unchanged)
+    report.documents_failed += len(failed_ids)
     stages = result.stages
-    report.chunks = stages.get("chunk", StageStats()).rows_out
-    report.chunks_embedded = stages.get("embed", StageStats()).rows_out
-    report.chunks_reused = stages.get("reuse", StageStats()).rows_out
-    report.objects_written = result.written.objects_written
+    report.chunks += stages.get("chunk", StageStats()).rows_out
+    report.chunks_embedded += stages.get("embed", StageStats()).rows_out
+    report.chunks_reused += stages.get("reuse", StageStats()).rows_out
+    report.objects_written += result.written.objects_written
     for stage, stats in stages.items():
-        report.stage_seconds[stage] = stats.seconds
-    report.errors = errors.select(ERROR.names).to_pylist()
+        _add_seconds(report, stage, stats.seconds)
+    report.errors += errors.select(ERROR.names).to_pylist()

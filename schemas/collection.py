@@ -3,6 +3,7 @@ and, beside them, the ledger of every source they came from."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -40,11 +41,83 @@ LEDGER_PROPERTIES: dict[str, tuple[str, str | None, bool, bool]] = {
     "config_hash": ("text", "field", False, True),
     "chunk_ids": ("text[]", "field", False, False),  # in chunk_index order
     "updated_at": ("date", None, False, True),
+    "root_uri": ("text", "field", False, True),  # the folder it was ingested from: what a backfill re-reads
+}
+
+# Write leases, one object per alias (see infra/weaviate/lease.py); shared by every index of a server.
+LEASE_COLLECTION = "HeadwaterWriteLease"
+LEASE_PROPERTIES: dict[str, tuple[str, str | None, bool, bool]] = {
+    "alias": ("text", "field", False, True),
+    "holder": ("text", "field", False, True),
+    "host": ("text", "field", False, False),
+    "pid": ("int", None, False, False),
+    "purpose": ("text", "field", False, False),
+    "acquired_at": ("date", None, False, False),
+    "renewed_at": ("date", None, False, False),
 }
 
 
 def ledger_name(collection: str) -> str:
     return f"{collection}_HeadwaterLedger"
+
+
+# Consumers query the alias (``index.collection``); it points at one version ``<alias>_v<N>``. A
+# backfill builds the next version beside it and switches the alias in one call.
+def version_name(alias: str, version: int) -> str:
+    return f"{alias}_v{version}"
+
+
+def versions(client: weaviate.WeaviateClient, alias: str) -> dict[int, str]:
+    """Existing versions of an alias's collections, by version number."""
+    pattern = re.compile(rf"^{re.escape(alias)}_v(\d+)$")
+    found = {}
+    for name in client.collections.list_all(simple=True):
+        match = pattern.match(name)
+        if match:
+            found[int(match.group(1))] = name
+    return found
+
+
+def resolve_target(client: weaviate.WeaviateClient, alias: str) -> str | None:
+    """The collection that ``alias`` names: the alias's target, a plain collection of that name (an
+    index made before versioning), or None when there is neither."""
+    found = client.alias.get(alias_name=alias)
+    if found is not None:
+        return found.collection
+    return alias if client.collections.exists(alias) else None
+
+
+def ensure_target(client: weaviate.WeaviateClient, alias: str) -> str:
+    """The collection ``alias`` names, creating version 1 and the alias when there is none."""
+    target = resolve_target(client, alias)
+    if target is None:
+        target = version_name(alias, max(versions(client, alias), default=0) + 1)
+        ensure_collection(client, target)
+        client.alias.create(alias_name=alias, target_collection=target)
+    ensure_collection(client, target)
+    return target
+
+
+def switch_alias(client: weaviate.WeaviateClient, alias: str, target: str) -> str | None:
+    """Point ``alias`` at ``target`` in one call; returns the collection it named before.
+
+    An index made before versioning is a plain collection named like the alias; Weaviate cannot
+    alias a name a collection holds, so that one is dropped first (queries fail for that instant).
+    """
+    before = resolve_target(client, alias)
+    if before == alias:
+        client.collections.delete([alias, ledger_name(alias)])
+        before = None
+    if client.alias.get(alias_name=alias) is None:
+        client.alias.create(alias_name=alias, target_collection=target)
+    else:
+        client.alias.update(alias_name=alias, new_target_collection=target)
+    return before
+
+
+def drop_version(client: weaviate.WeaviateClient, collection: str) -> None:
+    """Delete a version and its ledger."""
+    client.collections.delete([collection, ledger_name(collection)])
 
 
 class CollectionMismatch(RuntimeError):
@@ -63,36 +136,48 @@ def ensure_collection(client: weaviate.WeaviateClient, name: str) -> weaviate.co
                    vector=True)
 
 
+def ensure_lease_collection(client: weaviate.WeaviateClient) -> weaviate.collections.Collection:
+    return _ensure(client, LEASE_COLLECTION, LEASE_PROPERTIES, "Headwater write leases, one per alias.",
+                   vector=False)
+
+
 def _ensure(client: weaviate.WeaviateClient, name: str, spec: dict[str, tuple[str, str | None, bool, bool]],
             description: str, vector: bool) -> weaviate.collections.Collection:
-    from weaviate.classes.config import Configure, DataType, Property, Tokenization, VectorDistances
+    from weaviate.classes.config import Configure, VectorDistances
 
     if client.collections.exists(name):
         collection = client.collections.use(name)
         existing = {p.name: p.data_type.value for p in collection.config.get().properties}
-        wrong = {k: v[0] for k, v in spec.items() if existing.get(k) != v[0]}
+        wrong = {k: v[0] for k, v in spec.items() if k in existing and existing[k] != v[0]}
         if wrong:
             raise CollectionMismatch(
                 f"collection {name!r} exists but its properties differ from Headwater's for "
                 f"{sorted(wrong)}; ingest into a new collection (--collection) or drop it"
             )
+        for prop in spec.keys() - existing.keys():  # added by a later Headwater: new objects fill it
+            collection.config.add_property(_property(prop, *spec[prop]))
         return collection
 
-    properties = [
-        Property(
-            name=prop,
-            data_type=DataType(dtype),
-            tokenization=Tokenization(tok) if tok else None,
-            index_searchable=searchable if dtype.startswith("text") else None,
-            index_filterable=filterable,
-        )
-        for prop, (dtype, tok, searchable, filterable) in spec.items()
-    ]
-    index = Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE) if vector else None
+    properties = [_property(prop, *rest) for prop, rest in spec.items()]
+    if not vector:
+        return client.collections.create(name, description=description, properties=properties)
+    index = Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE)
     return client.collections.create(
         name,
         description=description,
         properties=properties,
         vector_config=Configure.Vectors.self_provided(name=VECTOR_NAME, vector_index_config=index),
         inverted_index_config=Configure.inverted_index(bm25_b=0.75, bm25_k1=1.2),
+    )
+
+
+def _property(name: str, dtype: str, tok: str | None, searchable: bool, filterable: bool) -> object:
+    from weaviate.classes.config import DataType, Property, Tokenization
+
+    return Property(
+        name=name,
+        data_type=DataType(dtype),
+        tokenization=Tokenization(tok) if tok else None,
+        index_searchable=searchable if dtype.startswith("text") else None,
+        index_filterable=filterable,
     )

@@ -109,7 +109,17 @@ class WeaviateConfig(_Section):
 
 class IndexConfig(_Section):
     collection: str = Field("Headwater", pattern=r"^[A-Z][A-Za-z0-9_]*$",
-                            description="Weaviate collection name (GraphQL class style).")
+                            description="Index name consumers query: a Weaviate alias of the current "
+                            "version, collection '<name>_v<N>' (GraphQL class style).")
+    sources: tuple[str, ...] = Field((), description="Folders the index is built from: a scheduled ingest "
+                                     "refreshes each; a backfill rebuilds from them (default: the folders "
+                                     "the current version was ingested from).")
+    keep_versions: int = Field(1, ge=0, description="Previous versions kept after a backfill switches "
+                               "the alias (0 drops the old one at once).")
+    lease_wait_s: float = Field(0.0, ge=0, description="How long a run waits for another run writing the "
+                                "same index before it is refused.")
+    lease_ttl_s: float = Field(300.0, gt=10, description="A write lease not renewed this long (its run "
+                               "died on another host) may be taken over.")
     batch_size: int = Field(200, gt=0, description="Objects per Weaviate batch request.")
     concurrent_requests: int = Field(2, gt=0, description="Concurrent batch requests per writer.")
     max_delete_fraction: float = Field(0.2, ge=0, le=1, description="A run that would delete more than "
@@ -126,6 +136,17 @@ class RayConfig(_Section):
                                           "one per CPU.")
 
 
+class RunsConfig(_Section):
+    ingest_cron: str = Field("*/15 * * * *", description="Schedule of the ingest deployment of "
+                             "`headwater serve`.")
+    verify_cron: str | None = Field("0 3 * * *", description="Schedule of the verify deployment; "
+                                    "unset: manual runs only.")
+    timezone: str = Field("UTC", description="Time zone of the schedules.")
+    report_dir: Path = Field(default_factory=lambda: _data_home() / "reports",
+                             description="Where every run writes its JSON report.")
+    top_errors: int = Field(10, gt=0, description="Error groups listed in a run report.")
+
+
 class HeadwaterConfig(BaseSettings):
     """Everything Headwater reads. Frozen: a run sees one config from start to end."""
 
@@ -140,6 +161,7 @@ class HeadwaterConfig(BaseSettings):
     weaviate: WeaviateConfig = Field(default_factory=WeaviateConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    runs: RunsConfig = Field(default_factory=RunsConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -161,6 +183,10 @@ class HeadwaterConfig(BaseSettings):
         }
         blob = json.dumps(semantic, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def bound_to(self, collection: str) -> HeadwaterConfig:
+        """This config writing the physical ``collection`` (a version the alias resolved to)."""
+        return self.model_copy(update={"index": self.index.model_copy(update={"collection": collection})})
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -13,9 +13,12 @@ from schemas.config import HeadwaterConfig
 def _default(model: type[BaseModel], name: str) -> str:
     field = model.model_fields[name]
     if field.default_factory is not None:
-        return "$XDG_DATA_HOME/headwater/weaviate" if name == "data_dir" else "(section)"
+        paths = {"data_dir": "$XDG_DATA_HOME/headwater/weaviate", "report_dir": "$XDG_DATA_HOME/headwater/reports"}
+        return paths.get(name, "(section)")
     value = field.default
     if isinstance(value, tuple):
+        if not value:
+            return "none"
         return ", ".join(str(v) for v in value) if len(value) < 5 else f"{len(value)} values"
     return "unset" if value is None else f"{value}"
 

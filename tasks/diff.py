@@ -27,6 +27,7 @@ class LedgerEntry:
     content_sha256: str
     config_hash: str
     chunk_ids: tuple[str, ...]  # in chunk_index order
+    root_uri: str = ""  # the folder it was ingested from
 
 
 @dataclass

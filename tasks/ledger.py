@@ -18,7 +18,7 @@ from tasks.index import delete_by_ids
 if TYPE_CHECKING:
     import weaviate
 
-_PROPS = ["source_uri", "size", "mtime_ns", "content_sha256", "config_hash", "chunk_ids"]
+_PROPS = ["source_uri", "size", "mtime_ns", "content_sha256", "config_hash", "chunk_ids", "root_uri"]
 
 
 def read_ledger(
@@ -35,7 +35,7 @@ def read_ledger(
         entries[uri] = LedgerEntry(
             doc_id=str(obj.uuid), source_uri=uri, size=int(p["size"] or 0), mtime_ns=int(str(p["mtime_ns"])),
             content_sha256=str(p["content_sha256"]), config_hash=str(p["config_hash"]),
-            chunk_ids=tuple(p.get("chunk_ids") or ()),
+            chunk_ids=tuple(p.get("chunk_ids") or ()), root_uri=str(p.get("root_uri") or ""),
         )
     return entries
 
@@ -43,6 +43,18 @@ def read_ledger(
 def ledger_size(client: weaviate.WeaviateClient, collection: str) -> int:
     coll = client.collections.use(ledger_name(collection))
     return int(coll.aggregate.over_all(total_count=True).total_count or 0)
+
+
+def ledger_facts(client: weaviate.WeaviateClient, collection: str) -> tuple[list[str], list[str]]:
+    """The folders the ledger's sources were ingested from, and the config hashes they were built with."""
+    from weaviate.classes.aggregate import GroupByAggregate
+
+    coll = client.collections.use(ledger_name(collection))
+    facts = []
+    for prop in ("root_uri", "config_hash"):
+        groups = coll.aggregate.over_all(group_by=GroupByAggregate(prop=prop), total_count=True).groups
+        facts.append(sorted(str(g.grouped_by.value) for g in groups if g.grouped_by.value))
+    return facts[0], facts[1]
 
 
 def write_entries(client: weaviate.WeaviateClient, collection: str, entries: Iterable[LedgerEntry]) -> int:
@@ -57,7 +69,7 @@ def write_entries(client: weaviate.WeaviateClient, collection: str, entries: Ite
                 properties={
                     "source_uri": e.source_uri, "size": e.size, "mtime_ns": str(e.mtime_ns),
                     "content_sha256": e.content_sha256, "config_hash": e.config_hash,
-                    "chunk_ids": list(e.chunk_ids), "updated_at": now,
+                    "chunk_ids": list(e.chunk_ids), "updated_at": now, "root_uri": e.root_uri,
                 },
             )
             count += 1

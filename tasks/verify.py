@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from schemas.collection import resolve_target
 from tasks.index import delete_by_ids
 from tasks.ledger import delete_entries, read_ledger
 
@@ -52,7 +53,11 @@ class Audit:
 
 
 def audit_index(client: weaviate.WeaviateClient, collection: str) -> Audit:
-    """Compare every ledger entry with every object of the collection (one pass over each)."""
+    """Compare every ledger entry with every object of the collection (one pass over each).
+
+    ``collection`` may be the alias: the version it names is audited.
+    """
+    collection = resolve_target(client, collection) or collection
     ledger = read_ledger(client, collection)
     expected = {e.doc_id: set(e.chunk_ids) for e in ledger.values()}
     audit = Audit(ledger_sources=len(ledger), expected_chunks=sum(len(v) for v in expected.values()))
@@ -85,6 +90,7 @@ def repair_index(client: weaviate.WeaviateClient, collection: str, audit: Audit)
     A forgotten entry makes the next ingest treat that source as new, which rebuilds its chunks
     (reusing the vectors of those still present). Returns (objects deleted, entries forgotten).
     """
+    collection = resolve_target(client, collection) or collection
     coll = client.collections.use(collection)
     deleted = delete_by_ids(coll, set(audit.orphans) | set(audit.stale) | set(audit.duplicates))
     forgotten = delete_entries(client, collection, audit.missing) if audit.missing else 0

@@ -118,10 +118,11 @@ def shared_data() -> Path:
 
 
 def make_config(tmp_path: Path, endpoint: object | None = None, **sections: dict[str, object]) -> object:
-    """A config for tests: small chunks, and the test server's URL."""
+    """A config for tests: small chunks, reports under tmp_path, and the test server's URL."""
     from schemas.config import HeadwaterConfig
 
-    values: dict[str, object] = {"chunk": {"size_tokens": 64, "overlap_tokens": 8}}
+    values: dict[str, object] = {"chunk": {"size_tokens": 64, "overlap_tokens": 8},
+                                 "runs": {"report_dir": str(tmp_path / "reports")}}
     if endpoint is not None:
         values["weaviate"] = {"url": endpoint.url, "grpc_url": f"{endpoint.grpc_host}:{endpoint.grpc_port}"}  # type: ignore[attr-defined]
     values.update(sections)

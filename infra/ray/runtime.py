@@ -65,3 +65,24 @@ def shutdown_ray(runtime: RayRuntime) -> None:
 
     if runtime.started_here and ray.is_initialized():
         ray.shutdown()
+
+
+class RayOnDemand:
+    """Start (or join) Ray the first time a run has documents to process, and stop it at the end
+    if this process started it: a run with nothing to parse never pays Ray's start-up."""
+
+    def __init__(self, config: RayConfig) -> None:
+        self.config = config
+        self.runtime: RayRuntime | None = None
+
+    def ensure(self) -> RayRuntime:
+        if self.runtime is None:
+            self.runtime = init_ray(self.config)
+        return self.runtime
+
+    def __enter__(self) -> RayOnDemand:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.runtime is not None:
+            shutdown_ray(self.runtime)

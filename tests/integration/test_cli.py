@@ -15,7 +15,8 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def remote_env(monkeypatch: pytest.MonkeyPatch, weaviate_endpoint: WeaviateEndpoint) -> None:
+def remote_env(monkeypatch: pytest.MonkeyPatch, weaviate_endpoint: WeaviateEndpoint, tmp_path: Path) -> None:
+    monkeypatch.setenv("HEADWATER_RUNS__REPORT_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("HEADWATER_WEAVIATE_URL", weaviate_endpoint.url)
     monkeypatch.setenv("HEADWATER_WEAVIATE_GRPC_URL", f"{weaviate_endpoint.grpc_host}:{weaviate_endpoint.grpc_port}")
     monkeypatch.setenv("HEADWATER_CHUNK__SIZE_TOKENS", "64")

@@ -56,7 +56,7 @@ def run_cli(root: Path, collection: str, endpoint: WeaviateEndpoint, crash_at: s
     env = {**os.environ, "HEADWATER_WEAVIATE_URL": endpoint.url,
            "HEADWATER_WEAVIATE_GRPC_URL": f"{endpoint.grpc_host}:{endpoint.grpc_port}",
            "HEADWATER_CHUNK__SIZE_TOKENS": "64", "HEADWATER_CHUNK__OVERLAP_TOKENS": "8",
-           "HEADWATER_RAY__INCLUDE_DASHBOARD": "false"}
+           "HEADWATER_RAY__INCLUDE_DASHBOARD": "false", "HEADWATER_RUNS__REPORT_DIR": str(root.parent / "reports")}
     env.pop("RAY_ADDRESS", None)  # its own local Ray, like a user's CLI run
     if crash_at:
         env["HEADWATER_CRASH_AT"] = crash_at
