@@ -28,7 +28,7 @@ from flows.ingest import IngestReport, ingest_flow  # noqa: E402
 from infra.weaviate.connection import weaviate_client, weaviate_endpoint  # noqa: E402
 from schemas.config import HeadwaterConfig, load_config  # noqa: E402
 from schemas.records import ELEMENT  # noqa: E402
-from tasks.chunk import RecursiveChunker  # noqa: E402
+from tasks.chunk import make_chunker  # noqa: E402
 from tasks.index import count_objects  # noqa: E402
 from tasks.verify import audit_index  # noqa: E402
 
@@ -51,7 +51,7 @@ def chunk_ids_offline(paths: list[Path], config: HeadwaterConfig) -> dict[str, s
     from tasks.discover import discover_documents
     from tasks.parse import parse_documents
 
-    chunker = RecursiveChunker(config.chunk, config.embed_model)
+    chunker = make_chunker(config.chunk, config.embed_model)
     out: dict[str, set[str]] = {}
     found = discover_documents(paths[0].parent, config.parse)
     keep = {p.resolve().as_uri() for p in paths}

@@ -171,42 +171,135 @@ def _print_report(report: Any) -> None:
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
-    mode: Annotated[str, typer.Option(help="hybrid | bm25 | vector")] = "hybrid",
+    mode: Annotated[str | None, typer.Option(help="hybrid | bm25 | vector (default query.mode)")] = None,
     limit: Annotated[int, typer.Option(help="Number of results.", min=1, max=1000)] = 5,
-    alpha: Annotated[float, typer.Option(help="Hybrid weight of the vector side.", min=0, max=1)] = 0.5,
+    alpha: Annotated[float | None, typer.Option(help="Hybrid weight of the vector side.", min=0, max=1)] = None,
+    fusion: Annotated[str | None, typer.Option(help="Hybrid fusion: relative_score | ranked.")] = None,
+    properties: Annotated[str | None, typer.Option(
+        help="BM25 fields with optional boosts, comma-separated, e.g. 'text,title^2'.")] = None,
+    rerank_model: Annotated[str | None, typer.Option(help="CrossEncoder that re-ranks the top hits.")] = None,
     collection: CollectionOpt = None,
     config_file: ConfigOpt = None,
 ) -> None:
-    """Query the index: prints source, title, section, score and a snippet per hit."""
+    """Query the index: prints source, page, title, section, scores and a snippet per hit."""
     from infra.weaviate.connection import WeaviateUnavailable, weaviate_client, weaviate_endpoint
     from schemas.collection import resolve_target
     from tasks.embed import Embedder
+    from tasks.search import CrossEncoderReranker
     from tasks.search import search as run_search
 
-    if mode not in ("hybrid", "bm25", "vector"):
-        raise typer.BadParameter(f"mode must be hybrid, bm25 or vector, not {mode!r}")
-    config = _config(config_file, collection)
-    embedder = Embedder(config.embed_model, config.embed) if mode != "bm25" else None
+    overrides: dict[str, Any] = {k: v for k, v in (("mode", mode), ("alpha", alpha), ("fusion", fusion),
+                                                   ("rerank_model", rerank_model)) if v is not None}
+    if properties:
+        overrides["properties"] = tuple(p.strip() for p in properties.split(",") if p.strip())
+    try:
+        config = load_config(config_file, {"query": overrides, **({"index": {"collection": collection}}
+                                                                   if collection else {})})
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    q = config.query
+    embedder = Embedder(config.embed_model, config.embed) if q.mode != "bm25" else None
+    reranker = CrossEncoderReranker(q.rerank_model) if q.rerank_model else None
     try:
         with weaviate_endpoint(config.weaviate, say=lambda m: err.print(f"[dim]{m}[/dim]")) as endpoint, \
                 weaviate_client(endpoint) as client:
             if resolve_target(client, config.index.collection) is None:
                 err.print(f"[red]no collection {config.index.collection!r}[/red]: run `headwater ingest` first")
                 raise typer.Exit(1)
-            hits = run_search(client, config.index.collection, query, mode, limit, embedder, alpha)  # type: ignore[arg-type]
+            hits = run_search(client, config.index.collection, query, q.mode, limit, embedder, q.alpha,
+                              fusion=q.fusion, properties=q.properties, reranker=reranker, rerank_top=q.rerank_top)
     except WeaviateUnavailable as exc:
         err.print(f"[red]search failed:[/red] {exc}")
         raise typer.Exit(1) from exc
-    console.print(f"[bold]{mode}[/bold] results for {query!r} in {config.index.collection}:")
+    console.print(f"[bold]{q.mode}[/bold] results for {query!r} in {config.index.collection}"
+                  + (f", re-ranked by {q.rerank_model}" if reranker else "") + ":")
     if not hits:
         console.print("  (no results)")
     for rank, hit in enumerate(hits, 1):
         where = hit.source_uri.removeprefix("file://") + (f" (page {hit.page_number})" if hit.page_number else "")
         heading = " › ".join(x for x in (hit.title, hit.section) if x)
         snippet = " ".join(hit.text.split())[:240]
-        console.print(f"{rank:>2}. [bold]{hit.score:.4f}[/bold]  {where}", soft_wrap=True)
+        scores = f"{hit.score:.4f}" + (f" (search {hit.search_score:.4f})" if hit.rerank_score is not None else "")
+        console.print(f"{rank:>2}. [bold]{scores}[/bold]  {where}", soft_wrap=True)
         console.print(f"    {heading}", soft_wrap=True, markup=False)
         console.print(f"    {snippet}", soft_wrap=True, markup=False)
+
+
+@app.command("eval")
+def evaluate(
+    beir_dir: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.",
+                                             exists=True, file_okay=False)],
+    split: Annotated[str, typer.Option(help="qrels split to score.")] = "test",
+    docs: Annotated[Path | None, typer.Option(help="Ingest this folder (e.g. the corpus as PDFs) instead of "
+                                              "corpus.jsonl.", exists=True, file_okay=False)] = None,
+    doc_ids: Annotated[Path | None, typer.Option(help="JSON: file name in --docs -> BEIR document id.",
+                                                 exists=True, dir_okay=False)] = None,
+    alpha: Annotated[list[float] | None, typer.Option(help="Hybrid weight(s) to measure (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for eval-<collection>.json/.md.")] = None,
+    save_golden: Annotated[Path | None, typer.Option(help="Also write the split's queries and judgements as a "
+                                                     "golden set for `headwater drift`, with the hybrid "
+                                                     "nDCG@10 as its baseline.")] = None,
+    collection: CollectionOpt = None,
+    config_file: ConfigOpt = None,
+) -> None:
+    """Ingest a BEIR corpus through the pipeline, run its queries per mode, print nDCG@10 / MRR@10 / R@100."""
+    from flows.evaluate import eval_flow
+    from tasks.evaluate import markdown_table
+
+    config = _config(config_file, collection)
+    if collection is None:  # one index per corpus and semantic config, so each is built once and kept
+        source = "Pdf" if docs else ""
+        name = f"Eval{beir_dir.resolve().name.title()}{source}{config.chunk.strategy.title()}{config.chunk.size_tokens}"
+        config = config.bound_to("".join(ch for ch in name if ch.isalnum()) + f"C{config.semantic_hash()[:8]}")
+    try:
+        _install_if_embedded(config)
+        result = eval_flow(str(beir_dir), config, split, str(docs) if docs else None,
+                           str(doc_ids) if doc_ids else None, None, str(out) if out else None, alpha)
+    except _run_errors() as exc:
+        err.print(f"[red]eval failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"{result['queries']} queries, {result['documents_indexed']} documents, {result['chunks']} chunks "
+                  f"in {result['collection']}:")
+    console.print(markdown_table(result["rows"]), markup=False, highlight=False)
+    p = result["bm25_parity"]
+    console.print(f"BM25 parity (text field): Weaviate {p['weaviate_ndcg@10']:.4f} vs rank-bm25 "
+                  f"{p['rank_bm25_ndcg@10']:.4f} nDCG@10, top-10 overlap {p['overlap@10']:.1%}")
+    if save_golden:
+        import json
+
+        from flows.drift import golden_set
+        from tasks.evaluate import load_beir
+
+        if docs:
+            err.print("[red]--save-golden[/red] needs the materialised corpus (no --docs)")
+            raise typer.Exit(2)
+        data = load_beir(beir_dir, split)
+        qrels = {q: {f"{d}.md": r for d, r in rel.items()} for q, rel in data.qrels.items()}
+        hybrid = next(r for r in result["rows"] if r["mode"] == f"hybrid α={config.query.alpha}")
+        save_golden.write_text(json.dumps(golden_set(data.queries, qrels, config, hybrid["nDCG@10"]), indent=2))
+        console.print(f"golden set: {save_golden} (baseline nDCG@10 {hybrid['nDCG@10']:.4f})")
+
+
+@app.command()
+def drift(
+    golden: Annotated[Path | None, typer.Option(help="Golden set JSON (default runs.golden_set).",
+                                                exists=True, dir_okay=False)] = None,
+    record: Annotated[bool, typer.Option("--record", help="Record the current nDCG@10 as the baseline.")] = False,
+    collection: CollectionOpt = None,
+    config_file: ConfigOpt = None,
+) -> None:
+    """Re-run the golden queries on the live index; exit 1 when nDCG@10 fell below baseline - margin."""
+    from flows.drift import RelevanceDrift, drift_flow
+
+    config = _config(config_file, collection)
+    try:
+        result = drift_flow(config, str(golden) if golden else None, record)
+    except (*_run_errors(), RelevanceDrift) as exc:
+        err.print(f"[red]drift:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"nDCG@10 {result['ndcg@10']:.4f} over {result['queries']} queries; baseline "
+                  f"{result['baseline_ndcg@10']:.4f} (margin {result['margin']})"
+                  + (" — recorded" if record else ": ok"))
 
 
 @app.command()

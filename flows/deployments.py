@@ -23,11 +23,13 @@ def deployment_name(config: HeadwaterConfig) -> str:
 
 def build_deployments(config: HeadwaterConfig) -> list[RunnerDeployment]:
     """Ingest on ``runs.ingest_cron`` (a run due while one runs is cancelled: the next catches up),
-    backfill on demand (queued one at a time), verify on ``runs.verify_cron``."""
+    backfill on demand (queued one at a time), verify on ``runs.verify_cron``, and the relevance-drift
+    check on ``runs.drift_cron`` when a golden set is configured."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
 
     from flows.backfill import backfill_flow
+    from flows.drift import drift_flow
     from flows.ingest import ingest_flow
     from flows.verify import verify_flow
 
@@ -35,7 +37,7 @@ def build_deployments(config: HeadwaterConfig) -> list[RunnerDeployment]:
     tags = ["headwater", f"index:{alias}"]
     one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
     queued = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
-    return [
+    deployments = [
         ingest_flow.to_deployment(
             name=name, schedule=Cron(config.runs.ingest_cron, timezone=tz), concurrency_limit=one_at_a_time,
             tags=tags, description=f"Incremental refresh of index {alias} from index.sources.",
@@ -49,6 +51,12 @@ def build_deployments(config: HeadwaterConfig) -> list[RunnerDeployment]:
             tags=tags, description=f"Audit index {alias} against its ledger; fails when not clean.",
         ),
     ]
+    if config.runs.golden_set is not None:
+        deployments.append(drift_flow.to_deployment(
+            name=name, schedule=Cron(config.runs.drift_cron, timezone=tz), tags=tags,
+            description=f"Re-run the golden queries on {alias}; fails when nDCG@10 drops below its baseline.",
+        ))
+    return deployments
 
 
 def serve_deployments(config: HeadwaterConfig) -> None:  # pragma: no cover - blocks until interrupted

@@ -15,6 +15,7 @@ TEXT_PROPERTY = "text"  # what LangChain / LlamaIndex Weaviate stores are pointe
 # name -> (data type, tokenization or None, searchable by BM25, filterable)
 PROPERTIES: dict[str, tuple[str, str | None, bool, bool]] = {
     "text": ("text", "word", True, False),
+    "text_stemmed": ("text", "word", True, False),  # text, Snowball-stemmed (tasks/stemming.py)
     "title": ("text", "word", True, True),
     "section": ("text", "word", True, True),
     "doc_id": ("text", "field", False, True),

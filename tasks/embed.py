@@ -103,7 +103,18 @@ class Embedder:
         chunks = check_table(chunks, CHUNK, STAGE)
         if chunks.num_rows == 0:
             return EMBEDDED_CHUNK.empty_table()
-        return with_vectors(chunks, self.encode(chunks.column("text").to_pylist()))
+        return with_vectors(chunks, self.encode(passages(chunks, self.model_config.context)))
+
+
+def passages(chunks: pa.Table, context: str) -> list[str]:
+    """The text embedded for each chunk: the text, or with ``context="title"`` its document title
+    first (unless the chunk already starts with it), so a later chunk still says what it is about."""
+    texts = chunks.column("text").to_pylist()
+    if context != "title":
+        return texts
+    titles = chunks.column("title").to_pylist()
+    return [t if not title or t.startswith(title) else f"{title}\n\n{t}"
+            for t, title in zip(texts, titles, strict=True)]
 
 
 def with_vectors(chunks: pa.Table, vectors: np.ndarray | list[list[float]]) -> pa.Table:

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from schemas.collection import PROPERTIES, VECTOR_NAME
 from schemas.records import EMBEDDED_CHUNK, check_table
+from tasks.stemming import stem_text
 
 if TYPE_CHECKING:
     import weaviate
@@ -79,6 +80,7 @@ class ChunkWriter:
 
     def _properties(self, row: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
         props = {name: row[name] for name in PROPERTIES if name in row and row[name] is not None}
+        props["text_stemmed"] = stem_text(row["text"])
         props["config_hash"] = self.config_hash
         props["ingested_at"] = now
         return props

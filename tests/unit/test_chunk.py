@@ -77,3 +77,48 @@ def test_documents_in_one_batch_are_chunked_separately(chunker: RecursiveChunker
     table = pa.concat_tables([_elements("d1", PARAS[1:2]), _elements("d2", PARAS[1:2])])
     chunks = chunker.chunk(table)
     assert chunks.column("doc_id").to_pylist() == ["d1", "d2"]
+
+
+def _sectioned(sections: dict[str, list[str]]) -> pa.Table:
+    rows, i = [], 0
+    for section, texts in sections.items():
+        for text in texts:
+            rows.append({"doc_id": "d", "source_uri": "file:///d", "content_sha256": "c" * 64,
+                         "mime_type": "text/markdown", "title": "Guide", "element_index": i,
+                         "category": "NarrativeText", "section": section, "page_number": None, "text": text})
+            i += 1
+    return pa.Table.from_pylist(rows, schema=ELEMENT)
+
+
+def test_structure_chunks_never_cross_a_heading_and_carry_its_path() -> None:
+    from tasks.chunk import make_chunker
+
+    chunker = make_chunker(ChunkConfig(strategy="structure", size_tokens=64, overlap_tokens=0), EmbedModelConfig())
+    table = _sectioned({"Guide > Install": ["Install it with pip.", "Then run the setup step."],
+                        "Guide > Usage": ["Call the main function.", "Read the output file."]})
+    chunks = chunker.chunk(table).to_pylist()
+    assert [(c["section"], c["text"]) for c in chunks] == [
+        ("Guide > Install", "Install it with pip.\n\nThen run the setup step."),
+        ("Guide > Usage", "Call the main function.\n\nRead the output file."),
+    ]
+    recursive = make_chunker(ChunkConfig(size_tokens=64, overlap_tokens=0), EmbedModelConfig()).chunk(table)
+    assert recursive.num_rows == 1  # the same text fits one chunk when headings are ignored
+
+
+def test_semantic_chunks_split_where_the_topic_changes_and_stay_in_the_window() -> None:
+    from tasks.chunk import make_chunker
+
+    volcano = ("Volcanoes erupt molten lava from the mantle. Magma chambers feed volcanic eruptions. "
+               "Lava flows cool into basalt rock. ")
+    bread = ("Sourdough bread rises with wild yeast. Bakers knead the dough and let it proof. "
+             "The loaf bakes in a hot oven until the crust is brown. ")
+    config = ChunkConfig(strategy="semantic", size_tokens=200, overlap_tokens=0, semantic_threshold=0.3)
+    chunker = make_chunker(config, EmbedModelConfig())
+    chunks = chunker.chunk(_sectioned({"S": [volcano + bread]})).to_pylist()
+    assert len(chunks) >= 2
+    assert "Volcanoes" in chunks[0]["text"] and "Sourdough" not in chunks[0]["text"]
+    assert any("Sourdough" in c["text"] for c in chunks[1:])
+    long = " ".join(f"Sentence number {i} talks about the same volcano lava." for i in range(80))
+    sized = make_chunker(config.model_copy(update={"size_tokens": 40}), EmbedModelConfig())
+    for chunk in sized.chunk(_sectioned({"S": [long]})).to_pylist():
+        assert 0 < chunk["token_count"] <= 40
