@@ -100,15 +100,22 @@ def run_queries(client: Any, alias: str, queries: dict[str, str], vectors: dict[
     for qid, text in queries.items():
         hits = search(client, alias, text, mode, CHUNK_DEPTH, alpha=alpha, fusion=fusion, properties=properties,
                       vector=vectors[qid], reranker=reranker, rerank_top=rerank_top)
-        out[qid] = to_documents(((key(h.source_uri), h.score) for h in hits), DEPTH)
+        out[qid] = to_documents(((doc, h.score) for h in hits for doc in key(h.source_uri)), DEPTH)
     return out
 
 
-def doc_key(ids: dict[str, str] | None = None, strip: str = ".md") -> Any:
-    """source_uri -> document key: its file name, mapped through ``ids`` or with ``strip`` removed."""
-    def key(source_uri: str) -> str:
+def doc_key(ids: dict[str, str | list[str]] | None = None, strip: str = ".md") -> Any:
+    """source_uri -> document keys: its file name, mapped through ``ids`` or with ``strip`` removed.
+
+    A file the map gives several ids (a title shared by several documents, so which file is which
+    is unknown) counts as each of them.
+    """
+    def key(source_uri: str) -> list[str]:
         name = Path(unquote(urlparse(source_uri).path)).name
-        return ids.get(name, name) if ids is not None else name.removesuffix(strip)
+        if ids is None:
+            return [name.removesuffix(strip)]
+        found = ids.get(name, name)
+        return list(found) if isinstance(found, list) else [found]
     return key
 
 
@@ -136,8 +143,9 @@ def _measure(config: HeadwaterConfig, data: Any, key: Any, alphas: list[float]) 
             rows.append({"chunker": config.chunk.strategy, "mode": label, **scores,
                          "seconds": time.perf_counter() - started})
         weaviate_text = run("bm25", 0.0, None, ("text",))
-        chunks = [(key(str(o.properties["source_uri"])), str(o.properties["text"]))
-                  for o in client.collections.use(alias).iterator(return_properties=["source_uri", "text"])]
+        chunks = [(doc, str(o.properties["text"]))
+                  for o in client.collections.use(alias).iterator(return_properties=["source_uri", "text"])
+                  for doc in key(str(o.properties["source_uri"]))]
     textbook = TextbookBM25([d for d, _ in chunks], [t for _, t in chunks])
     reference = {qid: to_documents(textbook.search(data.queries[qid], CHUNK_DEPTH), DEPTH) for qid in qids}
     parity = {"weaviate_ndcg@10": score_run(data.qrels, weaviate_text)["nDCG@10"],
