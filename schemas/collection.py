@@ -91,11 +91,12 @@ def resolve_target(client: weaviate.WeaviateClient, alias: str) -> str | None:
 def ensure_target(client: weaviate.WeaviateClient, alias: str) -> str:
     """The collection ``alias`` names, creating version 1 and the alias when there is none."""
     target = resolve_target(client, alias)
-    if target is None:
-        target = version_name(alias, max(versions(client, alias), default=0) + 1)
+    if target is not None:
         ensure_collection(client, target)
-        client.alias.create(alias_name=alias, target_collection=target)
+        return target
+    target = version_name(alias, max(versions(client, alias), default=0) + 1)
     ensure_collection(client, target)
+    client.alias.create(alias_name=alias, target_collection=target)
     return target
 
 
