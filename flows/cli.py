@@ -312,7 +312,7 @@ def verify(
     """Audit the ledger against the index; exit 1 when anything is wrong (after --repair: if still wrong)."""
     from infra.weaviate.connection import WeaviateUnavailable, weaviate_client, weaviate_endpoint
     from schemas.collection import resolve_target
-    from tasks.verify import audit_index, repair_index
+    from tasks.verify import verify_index
 
     config = _config(config_file, collection)
     try:
@@ -322,18 +322,16 @@ def verify(
             if name is None:
                 err.print(f"[red]no collection {config.index.collection!r}[/red]")
                 raise typer.Exit(1)
-            audit = audit_index(client, name)
-            _print_audit(name, audit)
-            if repair and not audit.clean:
-                deleted, forgotten = repair_index(client, name, audit)
-                console.print(f"repair: deleted {deleted} objects, forgot {forgotten} ledger entries"
-                              + (" (run `headwater ingest` again to rebuild them)" if forgotten else ""))
-                audit = audit_index(client, name)
-                _print_audit(name, audit)
+            result = verify_index(client, name, repair)
     except WeaviateUnavailable as exc:
         err.print(f"[red]verify failed:[/red] {exc}")
         raise typer.Exit(1) from exc
-    if not audit.clean:
+    _print_audit(name, result.before)
+    if result.after is not None:
+        console.print(f"repair: deleted {result.deleted} objects, forgot {result.forgotten} ledger entries"
+                      + (" (run `headwater ingest` again to rebuild them)" if result.forgotten else ""))
+        _print_audit(name, result.after)
+    if not result.final.clean:
         raise typer.Exit(1)
 
 

@@ -11,7 +11,7 @@ from flows.report import publish, weaviate_location
 from infra.weaviate.connection import WeaviateEndpoint, weaviate_client, weaviate_endpoint
 from schemas.collection import resolve_target
 from schemas.config import HeadwaterConfig, load_config
-from tasks.verify import Audit, audit_index, repair_index
+from tasks.verify import Audit, Verification, verify_index
 
 
 class IndexNotClean(RuntimeError):
@@ -19,17 +19,13 @@ class IndexNotClean(RuntimeError):
 
 
 @task(name="audit-index", **RETRYABLE)
-def audit_task(config: HeadwaterConfig, endpoint: WeaviateEndpoint, repair: bool) -> tuple[str, Audit, Audit | None]:
+def audit_task(config: HeadwaterConfig, endpoint: WeaviateEndpoint, repair: bool) -> tuple[str, Verification]:
     alias = config.index.collection
     with weaviate_client(endpoint) as client:
         target = resolve_target(client, alias)
         if target is None:
             raise IndexNotClean(f"no index {alias!r}: run `headwater ingest` first")
-        audit = audit_index(client, target)
-        if not repair or audit.clean:
-            return target, audit, None
-        repair_index(client, target, audit)
-        return target, audit, audit_index(client, target)
+        return target, verify_index(client, target, repair)
 
 
 @flow(name="verify", log_prints=True)
@@ -42,8 +38,8 @@ def verify_flow(config: HeadwaterConfig | None = None, repair: bool = False) -> 
     config = config or load_config()
     alias = config.index.collection
     with weaviate_endpoint(config.weaviate) as endpoint:
-        target, audit, repaired = audit_task(config, endpoint, repair)
-    final = repaired or audit
+        target, result = audit_task(config, endpoint, repair)
+    audit, repaired, final = result.before, result.after, result.final
     lines = [f"# Headwater verify: `{alias}` → `{target}`: {'clean' if final.clean else 'PROBLEMS FOUND'}", "",
              "| check | count | status |", "|---|---:|---|"]
     lines += [f"| {check} | {count} | {status} |" for check, count, status in audit.rows()]

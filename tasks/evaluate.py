@@ -9,14 +9,14 @@ Pure functions over in-memory data; reading the files is :func:`load_beir`'s one
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.stemming import words as tokenize
+
 METRICS = ("nDCG@10", "RR@10", "R@100")
 LABELS = {"nDCG@10": "nDCG@10", "RR@10": "MRR@10", "R@100": "Recall@100"}
-_WORD = re.compile(r"[0-9a-z]+")  # Weaviate's "word" tokenization: lower-cased alphanumeric runs
 
 Run = dict[str, dict[str, float]]  # query id -> document id -> score
 Qrels = dict[str, dict[str, int]]  # query id -> document id -> graded relevance
@@ -68,10 +68,6 @@ def score_run(qrels: Qrels, run: Run) -> dict[str, float]:
     for metric in ir_measures.iter_calc(measures, qrel_rows, run_rows):
         per_query[str(metric.measure)][metric.query_id] = float(metric.value)
     return {LABELS[m]: sum(v.values()) / max(len(v), 1) for m, v in per_query.items()}
-
-
-def tokenize(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
 
 
 class TextbookBM25:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from schemas.collection import VECTOR_NAME
+from schemas.config import QueryConfig
 from tasks.stemming import stem_text, uses_stemmed
 
 if TYPE_CHECKING:
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 
 SearchMode = Literal["hybrid", "bm25", "vector"]
 Fusion = Literal["ranked", "relative_score"]
-BM25_PROPERTIES = ("text_stemmed",)  # measured best on NFCorpus (README); QueryConfig's default too
+_DEFAULTS = QueryConfig()  # the query settings measured best on NFCorpus (README)
+BM25_PROPERTIES = _DEFAULTS.properties
 
 
 class Reranker(Protocol):
@@ -76,7 +78,7 @@ def search(
     embedder: Embedder | None = None,
     alpha: float = 0.5,
     *,
-    fusion: Fusion = "ranked",
+    fusion: Fusion = _DEFAULTS.fusion,
     properties: tuple[str, ...] = BM25_PROPERTIES,
     vector: list[float] | None = None,
     reranker: Reranker | None = None,

@@ -22,9 +22,14 @@ def _stemmer():  # type: ignore[no-untyped-def]
     return Stemmer.Stemmer("english")
 
 
+def words(text: str) -> list[str]:
+    """Lower-cased alphanumeric runs: Weaviate's ``word`` tokenization."""
+    return _WORD.findall(text.lower())
+
+
 def stem_text(text: str) -> str:
     """``text`` as space-separated stemmed words."""
-    return " ".join(_stemmer().stemWords(_WORD.findall(text.lower())))
+    return " ".join(_stemmer().stemWords(words(text)))
 
 
 def uses_stemmed(properties: tuple[str, ...] | list[str]) -> bool:

@@ -95,3 +95,25 @@ def repair_index(client: weaviate.WeaviateClient, collection: str, audit: Audit)
     deleted = delete_by_ids(coll, set(audit.orphans) | set(audit.stale) | set(audit.duplicates))
     forgotten = delete_entries(client, collection, audit.missing) if audit.missing else 0
     return deleted, forgotten
+
+
+@dataclass
+class Verification:
+    before: Audit
+    deleted: int = 0  # objects deleted by the repair
+    forgotten: int = 0  # ledger entries forgotten by the repair (rebuilt by the next ingest)
+    after: Audit | None = None  # the audit after a repair
+
+    @property
+    def final(self) -> Audit:
+        return self.after or self.before
+
+
+def verify_index(client: weaviate.WeaviateClient, collection: str, repair: bool = False) -> Verification:
+    """Audit ``collection`` (or the version an alias names); with ``repair``, repair what is wrong and
+    audit again."""
+    result = Verification(audit_index(client, collection))
+    if repair and not result.before.clean:
+        result.deleted, result.forgotten = repair_index(client, collection, result.before)
+        result.after = audit_index(client, collection)
+    return result
