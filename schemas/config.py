@@ -51,6 +51,8 @@ class ParseConfig(_Section):
         "recorded as unsupported. '.gz' means gzipped text such as man pages.",
     )
     max_file_bytes: int = Field(100 * 1024 * 1024, gt=0, description="Larger files are refused.")
+    follow_symlinks_outside_root: bool = Field(False, description="Follow symlinks whose target lies "
+                                               "outside the source folder (refused by default).")
 
 
 class ChunkConfig(_Section):
@@ -87,6 +89,15 @@ class EmbedModelConfig(_Section):
 # --- execution settings: they change how fast, never what ----------------------------------------
 
 
+class ParseLimitsConfig(_Section):
+    timeout_s: float = Field(120.0, gt=0, description="A document whose parsing takes longer is stopped and "
+                             "recorded as failed (ParseTimeout); the rest of the run goes on.")
+    memory_mb: int = Field(3072, gt=64, description="A document whose parser process grows past this "
+                           "resident memory is stopped and recorded as failed (ParseMemoryLimit).")
+    isolate: bool = Field(True, description="Parse in a child process per parse actor, so the limits above "
+                          "hold for any parser (unset: in-process, no limits).")
+
+
 class EmbedRuntimeConfig(_Section):
     batch_size: int = Field(64, gt=0, description="Passages per encode call.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses CUDA when present.")
@@ -113,6 +124,8 @@ class WeaviateConfig(_Section):
                                 "installed one.")
     version: str = Field(WEAVIATE_VERSION, description="Weaviate server version the installer pins.")
     startup_timeout_s: float = Field(120.0, gt=0, description="Wait this long for readiness.")
+    ca_file: Path | None = Field(None, description="PEM bundle of the certificate authority that signed an "
+                                 "https Weaviate's certificate, when it is not a public one.")
 
 
 class IndexConfig(_Section):
@@ -181,6 +194,7 @@ class HeadwaterConfig(BaseSettings):
     )
 
     parse: ParseConfig = Field(default_factory=ParseConfig)
+    parse_limits: ParseLimitsConfig = Field(default_factory=ParseLimitsConfig)
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     embed_model: EmbedModelConfig = Field(default_factory=EmbedModelConfig)
     embed: EmbedRuntimeConfig = Field(default_factory=EmbedRuntimeConfig)
@@ -204,7 +218,7 @@ class HeadwaterConfig(BaseSettings):
     def semantic_hash(self) -> str:
         """Hash of the settings that decide index content (parser, chunker, model)."""
         semantic = {
-            "parse": self.parse.model_dump(mode="json", exclude={"max_file_bytes"}),
+            "parse": self.parse.model_dump(mode="json", exclude={"max_file_bytes", "follow_symlinks_outside_root"}),
             "chunk": self.chunk.model_dump(mode="json"),
             "embed_model": self.embed_model.model_dump(mode="json"),
         }
