@@ -45,6 +45,21 @@ LEDGER_PROPERTIES: dict[str, tuple[str, str | None, bool, bool]] = {
     "root_uri": ("text", "field", False, True),  # the folder it was ingested from: what a backfill re-reads
 }
 
+# The dead-letter store: one object per source that failed a stage (uuid = doc_id), beside the
+# ledger; a source leaves it when it is indexed, deleted, or its version is dropped.
+DEADLETTER_PROPERTIES: dict[str, tuple[str, str | None, bool, bool]] = {
+    "source_uri": ("text", "field", False, True),
+    "stage": ("text", "field", False, True),
+    "error_type": ("text", "field", False, True),
+    "message": ("text", "word", False, False),
+    "retryable": ("boolean", None, False, True),
+    "attempts": ("int", None, False, False),
+    "first_seen": ("date", None, False, True),
+    "last_seen": ("date", None, False, True),
+    "content_sha256": ("text", "field", False, True),  # of the bytes that failed ('' when unreadable)
+    "config_hash": ("text", "field", False, True),
+}
+
 # Write leases, one object per alias (see infra/weaviate/lease.py); shared by every index of a server.
 LEASE_COLLECTION = "HeadwaterWriteLease"
 LEASE_PROPERTIES: dict[str, tuple[str, str | None, bool, bool]] = {
@@ -60,6 +75,10 @@ LEASE_PROPERTIES: dict[str, tuple[str, str | None, bool, bool]] = {
 
 def ledger_name(collection: str) -> str:
     return f"{collection}_HeadwaterLedger"
+
+
+def deadletter_name(collection: str) -> str:
+    return f"{collection}_HeadwaterErrors"
 
 
 # Consumers query the alias (``index.collection``); it points at one version ``<alias>_v<N>``. A
@@ -108,7 +127,7 @@ def switch_alias(client: weaviate.WeaviateClient, alias: str, target: str) -> st
     """
     before = resolve_target(client, alias)
     if before == alias:
-        client.collections.delete([alias, ledger_name(alias)])
+        client.collections.delete([alias, ledger_name(alias), deadletter_name(alias)])
         before = None
     if client.alias.get(alias_name=alias) is None:
         client.alias.create(alias_name=alias, target_collection=target)
@@ -118,8 +137,8 @@ def switch_alias(client: weaviate.WeaviateClient, alias: str, target: str) -> st
 
 
 def drop_version(client: weaviate.WeaviateClient, collection: str) -> None:
-    """Delete a version and its ledger."""
-    client.collections.delete([collection, ledger_name(collection)])
+    """Delete a version, its ledger and its dead-letter store."""
+    client.collections.delete([collection, ledger_name(collection), deadletter_name(collection)])
 
 
 class CollectionMismatch(RuntimeError):
@@ -127,13 +146,16 @@ class CollectionMismatch(RuntimeError):
 
 
 def ensure_collection(client: weaviate.WeaviateClient, name: str) -> weaviate.collections.Collection:
-    """Create the chunk collection and its ledger, or check that existing ones have every property.
+    """Create the chunk collection, its ledger and dead-letter store, or check that existing ones
+    have every property.
 
     Raises:
         CollectionMismatch: an existing collection misses properties or types differ.
     """
     _ensure(client, ledger_name(name), LEDGER_PROPERTIES, "Headwater ledger: one object per indexed source.",
             vector=False)
+    _ensure(client, deadletter_name(name), DEADLETTER_PROPERTIES,
+            "Headwater dead letters: one object per source that failed a stage.", vector=False)
     return _ensure(client, name, PROPERTIES, "Headwater chunks: hybrid (BM25 + vector) retrieval units.",
                    vector=True)
 
