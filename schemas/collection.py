@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from schemas.config import CollectionConfig
+
 if TYPE_CHECKING:
     import weaviate
 
@@ -107,14 +109,15 @@ def resolve_target(client: weaviate.WeaviateClient, alias: str) -> str | None:
     return alias if client.collections.exists(alias) else None
 
 
-def ensure_target(client: weaviate.WeaviateClient, alias: str) -> str:
-    """The collection ``alias`` names, creating version 1 and the alias when there is none."""
+def ensure_target(client: weaviate.WeaviateClient, alias: str, layout: CollectionConfig | None = None) -> str:
+    """The collection ``alias`` names, creating version 1 (laid out by ``layout``) and the alias when
+    there is none."""
     target = resolve_target(client, alias)
     if target is not None:
-        ensure_collection(client, target)
+        ensure_collection(client, target, layout)
         return target
     target = version_name(alias, max(versions(client, alias), default=0) + 1)
-    ensure_collection(client, target)
+    ensure_collection(client, target, layout)
     client.alias.create(alias_name=alias, target_collection=target)
     return target
 
@@ -145,29 +148,36 @@ class CollectionMismatch(RuntimeError):
     """An existing collection lacks properties Headwater writes: a different or older schema."""
 
 
-def ensure_collection(client: weaviate.WeaviateClient, name: str) -> weaviate.collections.Collection:
+def ensure_collection(client: weaviate.WeaviateClient, name: str,
+                      layout: CollectionConfig | None = None) -> weaviate.collections.Collection:
     """Create the chunk collection, its ledger and dead-letter store, or check that existing ones
     have every property.
+
+    Args:
+        layout: Shards, replication, HNSW and compression of collections created here (default: one
+            node's layout); an existing collection keeps its own.
 
     Raises:
         CollectionMismatch: an existing collection misses properties or types differ.
     """
+    layout = layout or CollectionConfig()
     _ensure(client, ledger_name(name), LEDGER_PROPERTIES, "Headwater ledger: one object per indexed source.",
-            vector=False)
+            layout, vector=False)
     _ensure(client, deadletter_name(name), DEADLETTER_PROPERTIES,
-            "Headwater dead letters: one object per source that failed a stage.", vector=False)
+            "Headwater dead letters: one object per source that failed a stage.", layout, vector=False)
     return _ensure(client, name, PROPERTIES, "Headwater chunks: hybrid (BM25 + vector) retrieval units.",
-                   vector=True)
+                   layout, vector=True)
 
 
-def ensure_lease_collection(client: weaviate.WeaviateClient) -> weaviate.collections.Collection:
+def ensure_lease_collection(client: weaviate.WeaviateClient,
+                            layout: CollectionConfig | None = None) -> weaviate.collections.Collection:
     return _ensure(client, LEASE_COLLECTION, LEASE_PROPERTIES, "Headwater write leases, one per alias.",
-                   vector=False)
+                   layout or CollectionConfig(), vector=False)
 
 
 def _ensure(client: weaviate.WeaviateClient, name: str, spec: dict[str, tuple[str, str | None, bool, bool]],
-            description: str, vector: bool) -> weaviate.collections.Collection:
-    from weaviate.classes.config import Configure, VectorDistances
+            description: str, layout: CollectionConfig, vector: bool) -> weaviate.collections.Collection:
+    from weaviate.classes.config import Configure
 
     if client.collections.exists(name):
         collection = client.collections.use(name)
@@ -183,16 +193,52 @@ def _ensure(client: weaviate.WeaviateClient, name: str, spec: dict[str, tuple[st
         return collection
 
     properties = [_property(prop, *rest) for prop, rest in spec.items()]
+    replication = _replication(layout)
     if not vector:
-        return client.collections.create(name, description=description, properties=properties)
-    index = Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE)
+        # Small side collections: one shard, replicated like the chunks so that losing a node loses
+        # neither the ledger nor the lease.
+        return client.collections.create(name, description=description, properties=properties,
+                                         sharding_config=Configure.sharding(desired_count=1),
+                                         replication_config=replication)
     return client.collections.create(
         name,
         description=description,
         properties=properties,
-        vector_config=Configure.Vectors.self_provided(name=VECTOR_NAME, vector_index_config=index),
+        vector_config=Configure.Vectors.self_provided(name=VECTOR_NAME, vector_index_config=vector_index(layout)),
         inverted_index_config=Configure.inverted_index(bm25_b=0.75, bm25_k1=1.2),
+        sharding_config=Configure.sharding(desired_count=layout.shards) if layout.shards else None,
+        replication_config=replication,
     )
+
+
+def vector_index(layout: CollectionConfig) -> object:
+    """The chunk vector's HNSW index (cosine) with the layout's graph parameters and compression."""
+    from weaviate.classes.config import Configure, VectorDistances
+
+    quantizers = {
+        "default": None,
+        "none": Configure.VectorIndex.Quantizer.none,
+        "rq": lambda: Configure.VectorIndex.Quantizer.rq(bits=8),
+        "sq": Configure.VectorIndex.Quantizer.sq,
+        "pq": Configure.VectorIndex.Quantizer.pq,
+        "bq": Configure.VectorIndex.Quantizer.bq,
+    }
+    make = quantizers[layout.compression]
+    return Configure.VectorIndex.hnsw(
+        distance_metric=VectorDistances.COSINE, ef_construction=layout.ef_construction,
+        max_connections=layout.max_connections, ef=layout.ef, quantizer=make() if make else None,
+    )
+
+
+def _replication(layout: CollectionConfig) -> object | None:
+    from weaviate.classes.config import Configure, ReplicationDeletionStrategy
+
+    if layout.replication_factor == 1 and not layout.async_replication:
+        return None  # one node: nothing to replicate, the server's defaults as before
+    # Ingest deletes superseded chunks; a replica that missed a delete while down must not bring the
+    # chunk back when replicas are reconciled: the newer of write and delete wins.
+    return Configure.replication(factor=layout.replication_factor, async_enabled=layout.async_replication,
+                                 deletion_strategy=ReplicationDeletionStrategy.TIME_BASED_RESOLUTION)
 
 
 def _property(name: str, dtype: str, tok: str | None, searchable: bool, filterable: bool) -> object:

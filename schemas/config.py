@@ -148,6 +148,31 @@ class IndexConfig(_Section):
                                        "--allow-mass-delete is given.")
 
 
+class CollectionConfig(_Section):
+    """How a new version's collections are laid out on the Weaviate cluster. Read when a collection is
+    created (ingest's first run, each backfill); an existing version keeps the layout it was made with."""
+
+    shards: int | None = Field(None, gt=0, description="Shards of the chunk collection (desired count); unset: "
+                               "Weaviate's default, one per node at creation. The ledger, dead letters and "
+                               "leases are small and keep one shard.")
+    replication_factor: int = Field(1, ge=1, description="Copies of every shard, on distinct nodes (at most "
+                                    "the node count). With 3, QUORUM reads and writes (the clients' default) "
+                                    "keep working while one node is down.")
+    async_replication: bool = Field(False, description="Replicas compare and repair themselves in the "
+                                    "background, so a node that was down catches up without being read.")
+    ef_construction: int = Field(128, gt=0, description="HNSW: candidate list while building; higher is "
+                                 "better recall and slower imports.")
+    max_connections: int = Field(32, gt=0, description="HNSW: edges per node; memory grows with it.")
+    ef: int = Field(-1, ge=-1, description="HNSW: candidate list while searching; -1 lets Weaviate size it "
+                    "from the query limit (dynamic ef).")
+    compression: Literal["default", "none", "rq", "sq", "pq", "bq"] = Field(
+        "default", description="Vector compression: 'default' is the server's choice for new collections; "
+        "'rq' rotational quantization (8 bits, ~4x smaller, no training); 'sq' scalar (4x, trains on the "
+        "first objects); 'pq' product (trains, configurable); 'bq' binary (32x, for long vectors). "
+        "Compressed vectors stay in memory; originals are on disk for rescoring."
+    )
+
+
 class RayConfig(_Section):
     address: str | None = Field(None, description="Ray cluster address; unset starts a local Ray "
                                 "(RAY_ADDRESS is honoured as usual).")
@@ -200,6 +225,7 @@ class HeadwaterConfig(BaseSettings):
     embed: EmbedRuntimeConfig = Field(default_factory=EmbedRuntimeConfig)
     weaviate: WeaviateConfig = Field(default_factory=WeaviateConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
+    collection: CollectionConfig = Field(default_factory=CollectionConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     runs: RunsConfig = Field(default_factory=RunsConfig)
     query: QueryConfig = Field(default_factory=QueryConfig)
