@@ -233,11 +233,12 @@ def vector_index(layout: CollectionConfig) -> object:
 def _replication(layout: CollectionConfig) -> object | None:
     from weaviate.classes.config import Configure, ReplicationDeletionStrategy
 
-    if layout.replication_factor == 1 and not layout.async_replication:
+    if layout.replication_factor == 1:
         return None  # one node: nothing to replicate, the server's defaults as before
-    # Ingest deletes superseded chunks; a replica that missed a delete while down must not bring the
-    # chunk back when replicas are reconciled: the newer of write and delete wins.
-    return Configure.replication(factor=layout.replication_factor, async_enabled=layout.async_replication,
+    # Weaviate >= 1.38 runs async replication for every replicated collection. Ingest deletes superseded
+    # chunks; a replica that missed a delete while down must not bring the chunk back when replicas are
+    # reconciled: the newer of write and delete wins.
+    return Configure.replication(factor=layout.replication_factor,
                                  deletion_strategy=ReplicationDeletionStrategy.TIME_BASED_RESOLUTION)
 
 

@@ -157,16 +157,16 @@ class CollectionConfig(_Section):
                                "leases are small and keep one shard.")
     replication_factor: int = Field(1, ge=1, description="Copies of every shard, on distinct nodes (at most "
                                     "the node count). With 3, QUORUM reads and writes (the clients' default) "
-                                    "keep working while one node is down.")
-    async_replication: bool = Field(False, description="Replicas compare and repair themselves in the "
-                                    "background, so a node that was down catches up without being read.")
+                                    "keep working while one node is down; above 1, replicas repair each other "
+                                    "in the background (Weaviate's async replication).")
     ef_construction: int = Field(128, gt=0, description="HNSW: candidate list while building; higher is "
                                  "better recall and slower imports.")
     max_connections: int = Field(32, gt=0, description="HNSW: edges per node; memory grows with it.")
     ef: int = Field(-1, ge=-1, description="HNSW: candidate list while searching; -1 lets Weaviate size it "
                     "from the query limit (dynamic ef).")
     compression: Literal["default", "none", "rq", "sq", "pq", "bq"] = Field(
-        "default", description="Vector compression: 'default' is the server's choice for new collections; "
+        "default", description="Vector compression: 'default' is the server's (none unless its "
+        "DEFAULT_QUANTIZATION says otherwise); "
         "'rq' rotational quantization (8 bits, ~4x smaller, no training); 'sq' scalar (4x, trains on the "
         "first objects); 'pq' product (trains, configurable); 'bq' binary (32x, for long vectors). "
         "Compressed vectors stay in memory; originals are on disk for rescoring."

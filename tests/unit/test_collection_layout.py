@@ -11,7 +11,7 @@ from schemas.config import CollectionConfig, HeadwaterConfig
 
 def test_layout_is_an_execution_setting() -> None:
     clustered = HeadwaterConfig(collection={"shards": 6, "replication_factor": 3, "compression": "rq",
-                                            "ef_construction": 256, "async_replication": True})
+                                            "ef_construction": 256})
     assert clustered.semantic_hash() == HeadwaterConfig().semantic_hash()
 
 
@@ -31,9 +31,9 @@ def test_default_layout_is_one_node_as_before() -> None:
 
 
 def test_replicated_compressed_layout() -> None:
-    layout = CollectionConfig(replication_factor=3, async_replication=True, compression="rq", max_connections=16)
+    layout = CollectionConfig(replication_factor=3, compression="rq", max_connections=16)
     replication = _replication(layout)
-    assert replication.factor == 3 and replication.asyncEnabled  # type: ignore[union-attr]
+    assert replication.factor == 3  # type: ignore[union-attr]
     assert replication.deletionStrategy.value == "TimeBasedResolution"  # type: ignore[union-attr]
     index = vector_index(layout)
     assert index.quantizer.bits == 8 and index.maxConnections == 16  # type: ignore[attr-defined]
