@@ -64,13 +64,14 @@ class LocalCluster:
     """
 
     def __init__(self, root: Path, binary: Path, nodes: int = 3, api_key: str | None = None,
-                 startup_timeout_s: float = 120.0) -> None:
+                 startup_timeout_s: float = 120.0, extra_env: dict[str, str] | None = None) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
         self.root = root
         self.binary = binary
         self.api_key = api_key
         self.startup_timeout_s = startup_timeout_s
+        self.extra_env = extra_env or {}
         root.mkdir(parents=True, exist_ok=True)
         self.nodes = [_Node(f"node{i + 1}", ports, root / f"node{i + 1}") for i, ports in enumerate(self._ports(nodes))]
 
@@ -223,7 +224,7 @@ class LocalCluster:
                     "AUTHENTICATION_APIKEY_ALLOWED_KEYS": self.api_key, "AUTHENTICATION_APIKEY_USERS": "headwater"}
         else:
             env["AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED"] = "true"
-        return env
+        return env | self.extra_env
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
