@@ -150,6 +150,7 @@ def _print_report(report: Any) -> None:
         ("documents deleted", report.documents_deleted),
         ("documents unchanged", report.documents_unchanged),
         ("documents failed", report.documents_failed),
+        ("  of which not retried (unchanged)", report.documents_not_retried),
         ("chunks (of processed documents)", report.chunks),
         ("chunks embedded", report.chunks_embedded),
         ("chunks reused", report.chunks_reused),
@@ -333,6 +334,53 @@ def verify(
         _print_audit(name, result.after)
     if not result.final.clean:
         raise typer.Exit(1)
+
+
+@app.command()
+def errors(
+    stage: Annotated[str | None, typer.Option(help="Only this stage (discover, parse, index).")] = None,
+    error_type: Annotated[str | None, typer.Option("--type", help="Only this error type.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per record.")] = False,
+    collection: CollectionOpt = None,
+    config_file: ConfigOpt = None,
+) -> None:
+    """List the dead-letter store: every source that failed a stage, why, and whether a run retries it.
+
+    A failed source is tried again by the next ingest only when its error is retryable or its bytes
+    (or the parser/chunker/model config) changed."""
+    import json
+
+    from infra.weaviate.connection import WeaviateUnavailable, weaviate_client, weaviate_endpoint
+    from schemas.collection import resolve_target
+    from tasks.deadletter import read_dead_letters
+
+    config = _config(config_file, collection)
+    try:
+        with weaviate_endpoint(config.weaviate, say=lambda m: err.print(f"[dim]{m}[/dim]")) as endpoint, \
+                weaviate_client(endpoint) as client:
+            name = resolve_target(client, config.index.collection)
+            if name is None:
+                err.print(f"[red]no collection {config.index.collection!r}[/red]")
+                raise typer.Exit(1)
+            letters = sorted(read_dead_letters(client, name).values(),
+                             key=lambda d: (d.stage, d.error_type, d.source_uri))
+    except WeaviateUnavailable as exc:
+        err.print(f"[red]errors failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    letters = [d for d in letters if (stage is None or d.stage == stage)
+               and (error_type is None or d.error_type == error_type)]
+    if as_json:
+        for d in letters:
+            print(json.dumps({**d.__dict__, "first_seen": d.first_seen.isoformat(),
+                              "last_seen": d.last_seen.isoformat()}))
+        return
+    table = Table(title=f"dead letters of {config.index.collection} ({name}): {len(letters)}", title_justify="left")
+    for col in ("stage", "error", "retry", "attempts", "last seen", "source", "reason"):
+        table.add_column(col, overflow="fold")
+    for d in letters:
+        table.add_row(d.stage, d.error_type, "yes" if d.retryable else "if changed", str(d.attempts),
+                      d.last_seen.strftime("%Y-%m-%d %H:%M"), d.source_uri.removeprefix("file://"), d.message)
+    console.print(table)
 
 
 def _print_audit(name: str, audit: Any) -> None:

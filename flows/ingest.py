@@ -8,6 +8,7 @@ ledger is written last, so the next run redoes whatever the killed one had not f
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,17 @@ from infra.weaviate.connection import WeaviateEndpoint, weaviate_client, weaviat
 from infra.weaviate.lease import write_lease
 from schemas.collection import ensure_target
 from schemas.config import HeadwaterConfig, load_config
-from schemas.records import ERROR
+from schemas.records import ERROR, error_table
 from tasks import check_stage_chain
 from tasks.dataflow import DataflowResult, StageStats, run_dataflow
+from tasks.deadletter import (
+    DeadLetter,
+    as_error_row,
+    delete_dead_letters,
+    merge_failures,
+    read_dead_letters,
+    write_dead_letters,
+)
 from tasks.diff import ChangePlan, LedgerEntry, known_stats, mass_delete_refusal, plan_changes
 from tasks.discover import Discovery, discover_documents, source_uri_for
 from tasks.index import copy_document_chunks, count_objects, delete_document_chunks, delete_stale_chunks, missing_chunks
@@ -46,7 +55,8 @@ class IngestReport:
     documents_renamed: int = 0
     documents_deleted: int = 0
     documents_unchanged: int = 0
-    documents_failed: int = 0
+    documents_failed: int = 0  # failing now: failed in this run, or before and not retried
+    documents_not_retried: int = 0  # of those, failed before with the same bytes (see `headwater errors`)
     chunks: int = 0
     chunks_embedded: int = 0
     chunks_reused: int = 0
@@ -75,6 +85,7 @@ class Inventory:
     plan: ChangePlan
     ledger: dict[str, LedgerEntry]
     ledger_total: int
+    dead_letters: dict[str, DeadLetter]
 
 
 # Every task is safe to run again (deterministic ids, writes before deletes, ledger last), so a
@@ -112,10 +123,11 @@ def plan_task(source: Path, config: HeadwaterConfig, endpoint: WeaviateEndpoint)
     with weaviate_client(endpoint) as client:
         ledger = read_ledger(client, config.index.collection, prefix)
         total = ledger_size(client, config.index.collection)
+        dead = read_dead_letters(client, config.index.collection, prefix)
     found = discover_documents(source, config.parse, known_stats(ledger))
     unreadable = set(found.errors.column("source_uri").to_pylist())
-    plan = plan_changes(found.documents, ledger, config.semantic_hash(), unreadable)
-    return Inventory(found, plan, ledger, total)
+    plan = plan_changes(found.documents, ledger, config.semantic_hash(), unreadable, dead)
+    return Inventory(found, plan, ledger, total, dead)
 
 
 @task(name="apply-renames", **RETRYABLE)
@@ -178,13 +190,15 @@ def retire_task(inv: Inventory, processed: pa.Table, result: DataflowResult, ren
 
 
 @task(name="write-ledger", **RETRYABLE)
-def ledger_task(entries: list[LedgerEntry], retired: list[str], config: HeadwaterConfig,
-                endpoint: WeaviateEndpoint) -> tuple[int, int]:
-    """Record the run; returns objects in the collection and sources in the ledger."""
+def ledger_task(entries: list[LedgerEntry], retired: list[str], failures: list[DeadLetter], cleared: list[str],
+                config: HeadwaterConfig, endpoint: WeaviateEndpoint) -> tuple[int, int]:
+    """Record the run (ledger and dead letters); returns objects in the collection and sources in the ledger."""
     crash_point("before_ledger")
     with weaviate_client(endpoint) as client:
         write_entries(client, config.index.collection, entries)
         delete_entries(client, config.index.collection, retired)
+        write_dead_letters(client, config.index.collection, failures)
+        delete_dead_letters(client, config.index.collection, cleared)
         return count_objects(client, config.index.collection), ledger_size(client, config.index.collection)
 
 
@@ -255,10 +269,25 @@ def refresh_source(root: Path, config: HeadwaterConfig, endpoint: WeaviateEndpoi
         result = dataflow_task(to_process, config, endpoint)
     entries, retired, deleted, refused = retire_task(
         inv, to_process, result, renamed, root_uri, config, endpoint, allow_mass_delete)
-    report.objects_in_collection, report.ledger_sources = ledger_task(entries, retired, config, endpoint)
+    failures, cleared = _dead_letters(inv, to_process, result, config)
+    report.objects_in_collection, report.ledger_sources = ledger_task(
+        entries, retired, failures, cleared, config, endpoint)
     report.chunks_deleted += deleted
     report.deletion_refused = report.deletion_refused or refused
     _add(report, inv, result, refused is not None)
+
+
+def _dead_letters(inv: Inventory, processed: pa.Table, result: DataflowResult,
+                  config: HeadwaterConfig) -> tuple[list[DeadLetter], list[str]]:
+    """Records to write for this run's failures, and the doc ids whose records are cleared (the source
+    was indexed, or is gone)."""
+    errors = pa.concat_tables([inv.found.errors, result.errors]).to_pylist()
+    attempted = dict(zip(processed.column("doc_id").to_pylist(), processed.column("content_sha256").to_pylist(),
+                         strict=True))
+    failures = merge_failures(inv.dead_letters, errors, attempted, config.semantic_hash(), dt.datetime.now(dt.UTC))
+    still_failing = {str(e["source_uri"]) for e in errors} | {d.source_uri for d in inv.plan.not_retried}
+    cleared = [d.doc_id for uri, d in inv.dead_letters.items() if uri not in still_failing]
+    return failures, cleared
 
 
 def _entry(row: dict[str, Any], root_uri: str, config: HeadwaterConfig,
@@ -278,7 +307,8 @@ def _add_seconds(report: IngestReport, stage: str, seconds: float) -> None:
 
 
 def _add(report: IngestReport, inv: Inventory, result: DataflowResult, deletion_refused: bool) -> None:
-    errors = pa.concat_tables([inv.found.errors, result.errors])
+    not_retried = error_table([as_error_row(d) for d in inv.plan.not_retried])
+    errors = pa.concat_tables([inv.found.errors, result.errors, not_retried])
     failed_ids = set(errors.column("doc_id").to_pylist())
     plan = inv.plan
     report.documents_seen += inv.found.documents.num_rows + inv.found.errors.num_rows
@@ -288,6 +318,7 @@ def _add(report: IngestReport, inv: Inventory, result: DataflowResult, deletion_
     report.documents_deleted += 0 if deletion_refused else len(plan.deleted)
     report.documents_unchanged += len(plan.unchanged)
     report.documents_failed += len(failed_ids)
+    report.documents_not_retried += len(inv.plan.not_retried)
     stages = result.stages
     report.chunks += stages.get("chunk", StageStats()).rows_out
     report.chunks_embedded += stages.get("embed", StageStats()).rows_out

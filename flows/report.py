@@ -65,8 +65,8 @@ def ingest_markdown(kind: str, report: IngestReport, config: HeadwaterConfig) ->
     lines = [f"# Headwater {kind}: `{report.collection}` → `{report.target}`", "",
              f"Sources: {', '.join(f'`{s}`' for s in report.sources)}; wall {report.wall_seconds:.1f} s.", "",
              "| documents | count |", "|---|---:|"]
-    for outcome in ("seen", "added", "modified", "renamed", "deleted", "unchanged", "failed"):
-        lines.append(f"| {outcome} | {getattr(report, f'documents_{outcome}')} |")
+    for outcome in ("seen", "added", "modified", "renamed", "deleted", "unchanged", "failed", "not_retried"):
+        lines.append(f"| {outcome.replace('_', ' ')} | {getattr(report, f'documents_{outcome}')} |")
     lines += ["", "| chunks | count |", "|---|---:|"]
     for outcome in ("chunks", "chunks_embedded", "chunks_reused", "chunks_deleted", "objects_written"):
         lines.append(f"| {outcome.replace('_', ' ')} | {getattr(report, outcome)} |")

@@ -51,8 +51,9 @@ class ParseConfig(_Section):
         "recorded as unsupported. '.gz' means gzipped text such as man pages.",
     )
     max_file_bytes: int = Field(100 * 1024 * 1024, gt=0, description="Larger files are refused.")
-    follow_symlinks_outside_root: bool = Field(False, description="Follow symlinks whose target lies "
-                                               "outside the source folder (refused by default).")
+    follow_symlinks_outside_root: bool = Field(False, description="Follow file symlinks whose target lies "
+                                               "outside the source folder (refused by default; symlinked "
+                                               "folders are never descended).")
 
 
 class ChunkConfig(_Section):

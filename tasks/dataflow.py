@@ -21,14 +21,15 @@ from ray.data import ActorPoolStrategy
 from ray.data.datasource import Datasink
 from ray.data.datasource.datasink import WriteResult as RayWriteResult
 
-from infra.faults import crash_point
+from infra.faults import crash_point, kill_point
 from infra.weaviate.connection import WeaviateEndpoint, weaviate_client
 from schemas.config import HeadwaterConfig
 from schemas.records import EMBEDDED_CHUNK, ERROR, error_table
 from tasks.chunk import make_chunker
 from tasks.embed import Embedder, with_vectors
 from tasks.index import ChunkWriter, WriteResult, fetch_vectors
-from tasks.parse import parse_documents
+from tasks.isolate import IsolatedParser
+from tasks.parse import parse_document, parse_documents
 
 # Small blocks, so one slow file never holds many others back: a block closes at this many
 # documents or this many bytes, whichever comes first (a large file gets a block of its own).
@@ -81,7 +82,9 @@ class ParseChunkStep:
     """Ray Data actor: parses a block of documents and chunks them.
 
     An actor, not a task: unstructured's imports, its spaCy model and the tokenizer load once
-    per process (seconds each) instead of in every short-lived worker.
+    per process (seconds each) instead of in every short-lived worker. With
+    ``parse_limits.isolate`` the parser runs in a child process of the actor, under the per-document
+    time limit and memory cap.
     """
 
     def __init__(self, config: HeadwaterConfig, stats: Any) -> None:
@@ -89,10 +92,13 @@ class ParseChunkStep:
         self.stats = stats
         self.chunker = make_chunker(config.chunk, config.embed_model)
         self.chunker.warm_up()
+        self.parse_one = IsolatedParser(config.parse, config.parse_limits) if config.parse_limits.isolate \
+            else parse_document
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
-        parsed = parse_documents(batch, self.config.parse)
+        kill_point("parse")
+        parsed = parse_documents(batch, self.config.parse, self.parse_one)
         parsed_at = time.perf_counter()
         chunks = self.chunker.chunk(parsed.elements)
         ray.get([
@@ -127,6 +133,7 @@ class EmbedStep:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
+        kill_point("embed")
         ids = batch.column("chunk_id").to_pylist()
         known = fetch_vectors(self.client, self.collection, ids, self.config_hash)
         reuse = [i for i, cid in enumerate(ids) if cid in known]

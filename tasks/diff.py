@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from schemas.records import DOCUMENT, check_table
+from tasks.deadletter import DeadLetter, retry_due
 
 STAGE = "diff"
 
@@ -45,6 +46,7 @@ class ChangePlan:
     touched: list[dict[str, object]] = field(default_factory=list)  # same bytes, new mtime: ledger only
     renamed: list[Rename] = field(default_factory=list)
     deleted: list[LedgerEntry] = field(default_factory=list)
+    not_retried: list[DeadLetter] = field(default_factory=list)  # failed before, unchanged, not retryable
 
 
 def known_stats(ledger: Mapping[str, LedgerEntry]) -> dict[str, tuple[int, int, str]]:
@@ -53,7 +55,8 @@ def known_stats(ledger: Mapping[str, LedgerEntry]) -> dict[str, tuple[int, int, 
 
 
 def plan_changes(documents: pa.Table, ledger: Mapping[str, LedgerEntry], config_hash: str,
-                 unreadable: set[str] | frozenset[str] = frozenset()) -> ChangePlan:
+                 unreadable: set[str] | frozenset[str] = frozenset(),
+                 dead_letters: Mapping[str, DeadLetter] | None = None) -> ChangePlan:
     """Classify every listed document and every ledger entry under the same root.
 
     Args:
@@ -61,6 +64,8 @@ def plan_changes(documents: pa.Table, ledger: Mapping[str, LedgerEntry], config_
         ledger: The ledger entries under the listed root, by source_uri.
         config_hash: The semantic config hash of this run.
         unreadable: URIs that were listed but could not be read: never treated as deleted.
+        dead_letters: Sources that failed before, by source_uri: a new or modified one is processed
+            again only when its failure was retryable or its bytes or the config changed.
     """
     documents = check_table(documents, DOCUMENT, STAGE)
     plan = ChangePlan(to_process=DOCUMENT.empty_table())
@@ -91,6 +96,14 @@ def plan_changes(documents: pa.Table, ledger: Mapping[str, LedgerEntry], config_
         else:
             plan.new.append(str(row["doc_id"]))
     plan.deleted = [e for e in gone if e.source_uri not in renamed_from]
+    by_id = {str(row["doc_id"]): row for row in listed.values()}
+    for ids in (plan.new, plan.modified):
+        for doc_id in list(ids):
+            row = by_id[doc_id]
+            letter = (dead_letters or {}).get(str(row["source_uri"]))
+            if not retry_due(letter, str(row["content_sha256"]), config_hash):
+                ids.remove(doc_id)
+                plan.not_retried.append(letter)  # type: ignore[arg-type]
     process = set(plan.new) | set(plan.modified)
     rows = [row for row in listed.values() if row["doc_id"] in process]
     plan.to_process = pa.Table.from_pylist(rows, schema=DOCUMENT)

@@ -113,8 +113,9 @@ def _refusal(path: Path, real_root: Path, config: ParseConfig) -> tuple[str, str
             target = path.resolve(strict=True)
         except (OSError, RuntimeError):  # dangling, or a loop (RuntimeError before Python 3.13)
             return ("BrokenSymlink", f"symlink cannot be resolved (dangling or a loop): {os.readlink(path)}", False)
-        if _outside(target, real_root):
-            return ("SymlinkOutsideRoot", f"symlink points outside the source root: {target}", False)
+        if _outside(target, real_root) and not config.follow_symlinks_outside_root:
+            return ("SymlinkOutsideRoot", f"symlink points outside the source root: {target} (set "
+                    "parse.follow_symlinks_outside_root to follow it)", False)
     if not path.is_file():
         return ("NotARegularFile", "not a regular file (broken symlink, socket or device)", False)
     suffix = path.suffix.lower()

@@ -11,6 +11,9 @@ import gzip
 import io
 import logging
 import re
+import unicodedata
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -59,8 +62,17 @@ def use_packaged_spacy_model() -> Path:
     return model_dirs[0]
 
 
-def parse_documents(documents: pa.Table, config: ParseConfig) -> ParseOutput:
+ParseOne = Callable[[dict[str, Any], ParseConfig], list[dict[str, Any]]]
+
+
+def parse_documents(documents: pa.Table, config: ParseConfig, parse_one: ParseOne | None = None) -> ParseOutput:
     """Partition every document of a DOCUMENT table.
+
+    Args:
+        documents: DOCUMENT rows.
+        config: The parser settings.
+        parse_one: Parses one document (default :func:`parse_document`, in this process; the dataflow
+            passes a :class:`tasks.isolate.IsolatedParser`, which adds a time limit and a memory cap).
 
     Returns:
         ELEMENT rows of the documents that parsed, ERROR rows of those that did not.
@@ -69,17 +81,19 @@ def parse_documents(documents: pa.Table, config: ParseConfig) -> ParseOutput:
         ContractError: ``documents`` is not a DOCUMENT table.
     """
     documents = check_table(documents, DOCUMENT, STAGE)
-    use_packaged_spacy_model()
+    if parse_one is None:
+        use_packaged_spacy_model()
+        parse_one = parse_document
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     for doc in documents.to_pylist():
         try:
-            rows.extend(parse_document(doc, config))
+            rows.extend(parse_one(doc, config))
         except ParseFailure as exc:
             errors.append(_error(doc, exc.error_type, str(exc), exc.retryable))
         except Exception as exc:  # a parser bug or broken file: record it, keep the batch going
             _log.debug("parse failed for %s", doc["source_uri"], exc_info=True)
-            errors.append(_error(doc, type(exc).__name__, _one_line(exc), False))
+            errors.append(_error(doc, type(exc).__name__, one_line(exc), False))
     return ParseOutput(pa.Table.from_pylist(rows, schema=ELEMENT), error_table(errors))
 
 
@@ -95,6 +109,7 @@ def parse_document(doc: dict[str, Any], config: ParseConfig) -> list[dict[str, A
     name, payload = _load(path, config.max_file_bytes)
     if payload is not None and not payload.strip():
         raise ParseFailure("EmptyDocument", "file has no content after decompression")
+    check_content(path, name, payload, config.max_file_bytes)
     elements = _partition(path, name, payload, config)
     rows = _element_rows(doc, name, elements)
     if not rows:
@@ -120,6 +135,89 @@ def _load(path: Path, limit: int) -> tuple[str, bytes | None]:
     if PurePosixPath(inner).suffix == "":
         inner = f"{inner}.txt"
     return inner, data
+
+
+_TEXT_SUFFIXES = frozenset({".txt", ".text", ".md", ".markdown", ".rst", ".csv", ".tsv", ".org", ".json", ".xml",
+                            ".html", ".htm"})
+_HEAD_BYTES = 64 * 1024
+_OLE_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")
+_IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG image", b"\xff\xd8\xff": "JPEG image", b"GIF87a": "GIF image",
+                b"GIF89a": "GIF image"}
+
+
+def check_content(path: Path, name: str, payload: bytes | None, max_bytes: int) -> None:
+    """Refuse, with a precise reason, content no parser should be handed: a broken or bomb archive,
+    an encrypted document, binary or undecodable bytes under a text suffix. Reads the head only
+    (and a zip's directory, a PDF's trailer).
+
+    Raises:
+        ParseFailure: CorruptDocument, DecompressionBomb, EncryptedDocument, BinaryContent or
+            UndecodableText.
+    """
+    if payload is None:
+        with open(path, "rb") as fh:
+            head = fh.read(_HEAD_BYTES)
+    else:
+        head = payload[:_HEAD_BYTES]
+    suffix = PurePosixPath(name).suffix.lower()
+    if head.startswith(_OLE_MAGIC) and suffix in {".docx", ".pptx", ".xlsx"}:
+        raise ParseFailure("EncryptedDocument", f"an OLE compound file under {suffix}: a password-protected "
+                           "Office document (or a legacy .doc/.ppt/.xls renamed); save it unprotected")
+    for magic, kind in _IMAGE_MAGIC.items():
+        if head.startswith(magic) and suffix not in {".png", ".jpg", ".jpeg", ".gif"}:
+            raise ParseFailure("WrongFileType", f"the bytes are a {kind}, not a {suffix or 'text'} document")
+    if head.startswith(b"PK\x03\x04"):
+        _check_zip(path if payload is None else io.BytesIO(payload), suffix, max_bytes)
+    elif head.startswith(b"%PDF"):
+        _check_pdf(path if payload is None else io.BytesIO(payload))
+    elif suffix in _TEXT_SUFFIXES:
+        _check_text(head)
+
+
+def _check_zip(source: Path | io.BytesIO, suffix: str, max_bytes: int) -> None:
+    try:
+        with zipfile.ZipFile(source) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise ParseFailure("CorruptDocument", f"{suffix or 'file'} is a zip container that cannot be read "
+                           f"(truncated or corrupt): {one_line(exc)}") from exc
+    if inflated > max_bytes:
+        raise ParseFailure("DecompressionBomb", f"its zip parts inflate to {inflated} bytes, over "
+                           f"parse.max_file_bytes={max_bytes}")
+
+
+def _check_pdf(source: Path | io.BytesIO) -> None:
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    try:
+        reader = PdfReader(source)
+        encrypted = reader.is_encrypted and not reader.decrypt("")
+    except (PyPdfError, OSError, ValueError, KeyError):  # broken: the parser says what it can
+        return
+    if encrypted:
+        raise ParseFailure("EncryptedDocument", "the PDF is password-protected; provide an unprotected copy")
+
+
+def _check_text(head: bytes) -> None:
+    if not head:
+        return
+    try:
+        head.decode("utf-8")
+        return
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(head) - 3 and exc.reason == "unexpected end of data":
+            return  # the head cut a character in two
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(head).best()
+    if best is None:
+        raise ParseFailure("BinaryContent", "binary data under a text suffix: no text encoding fits its bytes")
+    text = str(best)
+    readable = sum(1 for c in text if c in "\n\r\t" or unicodedata.category(c)[0] in "LNPZS") / max(1, len(text))
+    if best.chaos > 0.15 or readable < 0.9:
+        raise ParseFailure("UndecodableText", f"not valid UTF-8, and the best guess ({best.encoding}) gives "
+                           f"{readable:.0%} readable characters: wrong or mixed encoding, or binary data")
 
 
 def _partition(path: Path, name: str, payload: bytes | None, config: ParseConfig) -> list[Any]:
@@ -197,7 +295,7 @@ def man_to_markdown(source: str) -> str:
     return "\n".join(out)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:500]
 

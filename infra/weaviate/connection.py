@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,6 +35,7 @@ class WeaviateEndpoint:
     grpc_port: int
     grpc_secure: bool
     api_key: SecretStr | None = None
+    ca_file: str | None = None  # PEM CA bundle for an https server with a private CA
 
     @property
     def url(self) -> str:
@@ -45,19 +48,28 @@ class WeaviateEndpoint:
             WeaviateUnavailable: the server does not answer or refuses the credentials.
         """
         import weaviate
-        from weaviate.classes.init import AdditionalConfig, Auth, Timeout
+        from weaviate.classes.init import AdditionalConfig, Auth, GrpcConfig, Timeout
         from weaviate.exceptions import WeaviateBaseError
 
         auth = Auth.api_key(self.api_key.get_secret_value()) if self.api_key else None
+        extra: dict[str, object] = {}
+        if self.ca_file:
+            import grpc
+
+            roots = _read_ca(self.ca_file)
+            extra = {"grpc_config": GrpcConfig(credentials=grpc.ssl_channel_credentials(root_certificates=roots)),
+                     "trust_env": True}
         try:
-            return weaviate.connect_to_custom(
-                http_host=self.http_host, http_port=self.http_port, http_secure=self.http_secure,
-                grpc_host=self.grpc_host, grpc_port=self.grpc_port, grpc_secure=self.grpc_secure,
-                auth_credentials=auth,
-                additional_config=AdditionalConfig(timeout=Timeout(init=10, query=60, insert=120)),
-            )
+            with _ca_for_http(self.ca_file):
+                return weaviate.connect_to_custom(
+                    http_host=self.http_host, http_port=self.http_port, http_secure=self.http_secure,
+                    grpc_host=self.grpc_host, grpc_port=self.grpc_port, grpc_secure=self.grpc_secure,
+                    auth_credentials=auth,
+                    additional_config=AdditionalConfig(timeout=Timeout(init=10, query=60, insert=120),
+                                                       **extra),  # type: ignore[arg-type]
+                )
         except WeaviateBaseError as exc:
-            raise WeaviateUnavailable(f"cannot reach Weaviate at {self.url}: {_first_line(exc)}") from exc
+            raise WeaviateUnavailable(f"cannot reach Weaviate at {self.url}: {_reason(exc)}") from exc
 
 
 def remote_endpoint(config: WeaviateConfig) -> WeaviateEndpoint:
@@ -74,6 +86,7 @@ def remote_endpoint(config: WeaviateConfig) -> WeaviateEndpoint:
     return WeaviateEndpoint(
         http_host=http.hostname, http_port=http.port or (443 if secure else 80), http_secure=secure,
         grpc_host=grpc_host, grpc_port=grpc_port, grpc_secure=secure, api_key=config.api_key,
+        ca_file=str(config.ca_file) if config.ca_file else None,
     )
 
 
@@ -110,6 +123,47 @@ def weaviate_client(endpoint: WeaviateEndpoint) -> Iterator[weaviate.WeaviateCli
         yield client
     finally:
         client.close()
+
+
+_ENV_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _ca_for_http(ca_file: str | None) -> Iterator[None]:
+    """The client's HTTP transport reads its CA bundle from SSL_CERT_FILE when it is built (it has no
+    parameter for one): set it for that moment only."""
+    if not ca_file:
+        yield
+        return
+    with _ENV_LOCK:
+        before = os.environ.get("SSL_CERT_FILE")
+        os.environ["SSL_CERT_FILE"] = ca_file
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("SSL_CERT_FILE", None)
+            else:
+                os.environ["SSL_CERT_FILE"] = before
+
+
+def _read_ca(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise WeaviateUnavailable(f"weaviate.ca_file {path}: cannot read it ({exc.strerror or exc})") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    if "401" in text or "Unauthorized" in text or "anonymous access not enabled" in text:
+        return "the server refused the credentials (HTTP 401): set HEADWATER_WEAVIATE_API_KEY to a valid key"
+    if "403" in text or "Forbidden" in text:
+        return "the key's user may not do this (HTTP 403)"
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return "its TLS certificate is not trusted: set weaviate.ca_file to the CA bundle that signed it"
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,8 +45,10 @@ class ServerState:
 class EmbeddedWeaviate:
     """Start, find and stop the server that owns ``data_dir``."""
 
-    def __init__(self, data_dir: Path, binary: Path, version: str, startup_timeout_s: float = 120.0) -> None:
+    def __init__(self, data_dir: Path, binary: Path, version: str, startup_timeout_s: float = 120.0,
+                 extra_env: Mapping[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.extra_env = dict(extra_env or {})  # e.g. API-key authentication settings
         self.binary = binary
         self.version = version
         self.startup_timeout_s = startup_timeout_s
@@ -175,6 +177,7 @@ class EmbeddedWeaviate:
             "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "true",
             "QUERY_DEFAULTS_LIMIT": "25",
             "LOG_LEVEL": "warning",
+            **self.extra_env,
         }
 
     def _wait_ready(self, state: ServerState, proc: subprocess.Popen[bytes] | None) -> None:

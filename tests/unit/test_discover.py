@@ -42,6 +42,8 @@ def test_symlink_out_of_root_is_refused_and_limits_apply(tmp_path: Path) -> None
     assert found.documents.num_rows == 0
     reasons = {Path(e["source_uri"]).name: e["error_type"] for e in found.errors.to_pylist()}
     assert reasons == {"link.txt": "SymlinkOutsideRoot", "big.txt": "FileTooLarge", "loop.txt": "BrokenSymlink"}
+    followed = discover_documents(root, ParseConfig(max_file_bytes=1000, follow_symlinks_outside_root=True))
+    assert [Path(p).name for p in followed.documents.column("path").to_pylist()] == ["secret.txt"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")

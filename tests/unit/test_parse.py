@@ -78,3 +78,42 @@ def test_pdf_fast_strategy_gives_text_offline(shared_data: Path) -> None:
     assert out.errors.num_rows == 0
     assert out.elements.num_rows > 10
     assert set(out.elements.column("page_number").to_pylist()) >= {1, 2}
+
+
+@pytest.mark.parametrize(("maker", "suffix", "error_type"), [
+    ("truncated_docx", ".docx", "CorruptDocument"),
+    ("corrupt_docx", ".docx", "CorruptDocument"),
+    ("truncated_pptx", ".pptx", "CorruptDocument"),
+    ("encrypted_docx", ".docx", "EncryptedDocument"),
+    ("encrypted_pdf", ".pdf", "EncryptedDocument"),
+    ("binary_txt", ".txt", "BinaryContent"),
+    ("invalid_utf8", ".txt", "UndecodableText"),
+    ("wrong_extension_pdf", ".pdf", "WrongFileType"),
+    ("zero_byte", ".txt", "EmptyDocument"),
+])
+def test_bad_content_is_refused_with_its_reason(tmp_path: Path, maker: str, suffix: str, error_type: str) -> None:
+    import random
+
+    from tasks import parse
+    from tests import adversarial
+
+    path = getattr(adversarial, maker)(tmp_path / f"bad{suffix}", random.Random(5))
+    doc = {"doc_id": "d", "source_uri": path.as_uri(), "path": str(path), "size": path.stat().st_size,
+           "mtime_ns": 0, "content_sha256": "x"}
+    with pytest.raises(parse.ParseFailure) as failure:
+        parse.parse_document(doc, ParseConfig())
+    assert failure.value.error_type == error_type, failure.value
+
+
+def test_readable_text_in_an_odd_encoding_or_under_a_wrong_suffix_is_indexed(tmp_path: Path) -> None:
+    from tasks import parse
+    from tests.adversarial import pdf_bytes
+
+    text = "The lighthouse keeper logs every ship that enters the harbour."
+    (tmp_path / "utf16.txt").write_bytes(text.encode("utf-16-le"))
+    (tmp_path / "really-a-pdf.docx").write_bytes(pdf_bytes(text))
+    for name in ("utf16.txt", "really-a-pdf.docx"):
+        path = tmp_path / name
+        doc = {"doc_id": "d", "source_uri": path.as_uri(), "path": str(path), "size": path.stat().st_size,
+               "mtime_ns": 0, "content_sha256": "x"}
+        assert " ".join(r["text"] for r in parse.parse_document(doc, ParseConfig())) == text, name
