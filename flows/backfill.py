@@ -65,7 +65,7 @@ def prepare_task(sources: list[str] | None, config: HeadwaterConfig,
             raise ValueError(f"backfill {alias}: no sources: pass folders, set index.sources, or ingest once first")
         source_roots(roots)  # every source must exist before anything is built
         target = version_name(alias, max(versions(client, alias), default=0) + 1)
-        ensure_collection(client, target)
+        ensure_collection(client, target, config.collection)
     return previous, target, roots
 
 
@@ -137,7 +137,7 @@ def backfill_flow(sources: list[str] | None = None, config: HeadwaterConfig | No
     check_stage_chain()
     idx = config.index
     with weaviate_endpoint(config.weaviate) as endpoint, \
-            write_lease(endpoint, idx.collection, "backfill", idx.lease_wait_s, idx.lease_ttl_s):
+            write_lease(endpoint, idx.collection, "backfill", idx.lease_wait_s, idx.lease_ttl_s, config.collection):
         previous, target, roots = prepare_task(sources, config, endpoint)
         build = IngestReport(sources=roots, collection=idx.collection, target=target)
         report = BackfillReport(idx.collection, previous, target, build)

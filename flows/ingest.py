@@ -104,7 +104,7 @@ def resolve_task(config: HeadwaterConfig, endpoint: WeaviateEndpoint) -> str:
     """
     alias = config.index.collection
     with weaviate_client(endpoint) as client:
-        target = ensure_target(client, alias)
+        target = ensure_target(client, alias, config.collection)
         _, hashes = ledger_facts(client, target)
     mine = config.semantic_hash()
     if hashes and hashes != [mine]:
@@ -230,7 +230,7 @@ def ingest_flow(source: str | None = None, config: HeadwaterConfig | None = None
     check_stage_chain()
     idx = config.index
     with weaviate_endpoint(config.weaviate) as endpoint, \
-            write_lease(endpoint, idx.collection, "ingest", idx.lease_wait_s, idx.lease_ttl_s), \
+            write_lease(endpoint, idx.collection, "ingest", idx.lease_wait_s, idx.lease_ttl_s, config.collection), \
             RayOnDemand(config.ray) as ray_runtime:
         report.target = resolve_task(config, endpoint)
         report.stage_seconds["plan"] = time.perf_counter() - started

@@ -99,9 +99,11 @@ def search(
     Raises:
         ValueError: a vector mode without an embedder or a vector.
     """
+    from weaviate.classes.config import ConsistencyLevel
     from weaviate.classes.query import HybridFusion, MetadataQuery
 
-    coll = client.collections.use(collection)
+    # Reads answer from one replica: with replication on a cluster, a node down never stops search.
+    coll = client.collections.use(collection).with_consistency_level(ConsistencyLevel.ONE)
     meta = MetadataQuery(score=True, distance=True)
     fetch = max(limit, rerank_top) if reranker is not None else limit
     keywords = stem_text(query) if uses_stemmed(properties) else query

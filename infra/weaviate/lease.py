@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import weaviate
 
     from infra.weaviate.connection import WeaviateEndpoint
+    from schemas.config import CollectionConfig
 
 _NAMESPACE = uuid.UUID("6f9d51a4-1c55-4f8e-9a43-2f7c1f8e0b11")
 
@@ -55,7 +56,7 @@ def lease_id(alias: str) -> str:
 
 @contextmanager
 def write_lease(endpoint: WeaviateEndpoint, alias: str, purpose: str, wait_s: float = 0.0,
-                ttl_s: float = 300.0) -> Iterator[str]:
+                ttl_s: float = 300.0, layout: CollectionConfig | None = None) -> Iterator[str]:
     """Hold the write lease of ``alias`` for the ``with`` block, renewing it in the background.
 
     Args:
@@ -64,6 +65,8 @@ def write_lease(endpoint: WeaviateEndpoint, alias: str, purpose: str, wait_s: fl
         purpose: What the run does ("ingest", "backfill"): shown to whoever is refused.
         wait_s: Wait this long for a held lease before giving up.
         ttl_s: A lease not renewed for this long is abandoned and may be taken over.
+        layout: Replication of the lease collection when this creates it (``collection`` config), so
+            one node down on a cluster does not stop every writer.
 
     Raises:
         WriteLeaseHeld: another live run holds the lease (after ``wait_s``).
@@ -72,7 +75,7 @@ def write_lease(endpoint: WeaviateEndpoint, alias: str, purpose: str, wait_s: fl
 
     me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     with weaviate_client(endpoint) as client:
-        coll = ensure_lease_collection(client)
+        coll = ensure_lease_collection(client, layout)
         deadline = time.monotonic() + wait_s
         while not _try_acquire(coll, alias, me, purpose, ttl_s):
             if time.monotonic() >= deadline:
