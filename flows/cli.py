@@ -45,10 +45,21 @@ def _run_errors() -> tuple[type[BaseException], ...]:
             BackfillRejected)
 
 
-def _install_if_embedded(config: HeadwaterConfig) -> None:
+def _prepare_weaviate(config: HeadwaterConfig) -> None:
+    """Install the embedded server's binary when it is needed; with a URL, check that server answers
+    (and takes the key) before a flow run starts, so a wrong address is one clear line.
+
+    Raises:
+        WeaviateUnavailable: the configured Weaviate does not answer or refuses the credentials.
+    """
     from infra.weaviate.install import install
 
-    if not config.weaviate.url and not config.weaviate.binary:
+    if config.weaviate.url:
+        from infra.weaviate.connection import remote_endpoint, weaviate_client
+
+        with weaviate_client(remote_endpoint(config.weaviate)):
+            return
+    if not config.weaviate.binary:
         install(config.weaviate.version, say=lambda m: err.print(f"[dim]{m}[/dim]"))
 
 
@@ -65,7 +76,7 @@ def ingest(
 
     config = _config(config_file, collection)
     try:
-        _install_if_embedded(config)
+        _prepare_weaviate(config)
         report = ingest_flow(str(path) if path else None, config, allow_mass_delete)
     except _run_errors() as exc:
         err.print(f"[red]ingest failed:[/red] {exc}")
@@ -85,7 +96,7 @@ def backfill(
 
     config = _config(config_file, collection)
     try:
-        _install_if_embedded(config)
+        _prepare_weaviate(config)
         report = backfill_flow([str(p) for p in paths] if paths else None, config)
     except _run_errors() as exc:
         err.print(f"[red]backfill failed:[/red] {exc}")
@@ -122,7 +133,11 @@ def serve(
     if not config.index.sources:
         err.print("[red]serve:[/red] the ingest deployment needs sources: --source PATH or index.sources")
         raise typer.Exit(2)
-    _install_if_embedded(config)
+    try:
+        _prepare_weaviate(config)
+    except _run_errors() as exc:
+        err.print(f"[red]serve failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
     if not config.weaviate.url:
         # Started here and left running, so that concurrent flow runs share it and none stops it.
         from infra.weaviate.connection import embedded_server
@@ -253,7 +268,7 @@ def evaluate(
         name = f"Eval{beir_dir.resolve().name.title()}{source}{config.chunk.strategy.title()}{config.chunk.size_tokens}"
         config = config.bound_to("".join(ch for ch in name if ch.isalnum()) + f"C{config.semantic_hash()[:8]}")
     try:
-        _install_if_embedded(config)
+        _prepare_weaviate(config)
         result = eval_flow(str(beir_dir), config, split, str(docs) if docs else None,
                            str(doc_ids) if doc_ids else None, None, str(out) if out else None, alpha)
     except _run_errors() as exc:

@@ -126,6 +126,7 @@ def _serve(conn: Connection) -> None:
     """The child: parse documents from ``conn`` until it sends None."""
     from infra.environment import apply_quiet_defaults
 
+    _die_with_parent()
     apply_quiet_defaults()
     config: ParseConfig = conn.recv()
     use_packaged_spacy_model()
@@ -143,6 +144,21 @@ def _serve(conn: Connection) -> None:
             conn.send(("fail", exc.error_type, str(exc), exc.retryable))
         except Exception as exc:  # a parser bug or broken file
             conn.send(("fail", type(exc).__name__, one_line(exc), False))
+
+
+def _die_with_parent() -> None:
+    """Exit when the owner dies (a Ray actor killed mid-document), so a long parse never outlives the
+    run: a watchdog thread sees the parent pid change (the child is re-parented)."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _tree_rss(pid: int | None) -> int:

@@ -21,8 +21,8 @@ import pytest
 
 from infra.weaviate.cluster import LocalCluster
 from infra.weaviate.connection import WeaviateEndpoint, remote_endpoint, weaviate_client
-from schemas.collection import ensure_lease_collection, ensure_target, resolve_target
-from schemas.config import CollectionConfig, EmbedModelConfig, EmbedRuntimeConfig, WeaviateConfig
+from schemas.collection import LEASE_COLLECTION, resolve_target
+from schemas.config import EmbedModelConfig, EmbedRuntimeConfig, WeaviateConfig
 from tasks.embed import Embedder
 from tasks.index import count_objects
 from tasks.search import search
@@ -30,7 +30,6 @@ from tasks.verify import verify_index
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ALIAS = "ClusterRun"
-LAYOUT = CollectionConfig(replication_factor=3, shards=3)
 DOCS = 60
 TOPICS = ("glacier", "volcano", "sourdough", "hockey", "river delta", "lighthouse", "beekeeping", "comet",
           "orchard", "telescope", "coral reef", "windmill")
@@ -194,22 +193,21 @@ def test_ingest_across_ray_and_weaviate_clusters_survives_a_node_down(
     assert cluster.healthy_nodes(0) == ["node1", "node2", "node3"]
     assert ray_cluster.alive_nodes() == 2
     node1, node2 = _endpoint(cluster, 0), _endpoint(cluster, 1)
-    with weaviate_client(node1) as client:
-        # What the ingest would create from HEADWATER_COLLECTION__*; the lease collection (created by
-        # the lease with the default layout) is laid out here, replicated too.
-        ensure_lease_collection(client, LAYOUT)
-        target = ensure_target(client, ALIAS, LAYOUT)
-        replication = client.collections.use(target).config.get().replication_config
-        assert replication.factor == 3
-
     embedder = Embedder(EmbedModelConfig(), EmbedRuntimeConfig(device="cpu"))
     run = _start_ingest(root, cluster, ray_cluster)
     proc = run[0]
     with weaviate_client(node1) as client1, weaviate_client(node2) as client2:
         deadline = time.monotonic() + 240
-        while count_objects(client2, target) == 0 and proc.poll() is None:
+        target = None
+        while (target is None or count_objects(client2, target) == 0) and proc.poll() is None:
             assert time.monotonic() < deadline, "no object was written in 240 s"
+            target = resolve_target(client2, ALIAS)
             time.sleep(0.1)
+        assert target is not None, "the ingest created no collection"
+        # The ingest laid out what it created from HEADWATER_COLLECTION__*: chunks, and the lease
+        # collection too (one node down must not stop writers).
+        for name in (target, LEASE_COLLECTION):
+            assert client1.collections.use(name).config.get().replication_config.factor == 3, name
         written_before_stop = count_objects(client2, target)
         cluster.stop_node(2)
         stopped_mid_ingest = proc.poll() is None

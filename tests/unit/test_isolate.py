@@ -89,3 +89,33 @@ def test_a_parser_that_dies_is_recorded_and_replaced(tmp_path: Path, good: Path)
         assert parser._child is not child
     finally:
         parser.close()
+
+
+def test_the_child_does_not_outlive_a_killed_owner(tmp_path: Path, good: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    slow = single_line(tmp_path / "one-line.txt", random.Random(4), megabytes=20)
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from schemas.config import ParseConfig, ParseLimitsConfig\n"
+        "from tasks.isolate import IsolatedParser\n"
+        "from tests.unit.test_isolate import _doc\n"
+        "parser = IsolatedParser(ParseConfig(), ParseLimitsConfig())\n"
+        "parser.parse(_doc(Path(sys.argv[1])))\n"
+        "print(parser._child.pid, flush=True)\n"
+        "parser.parse(_doc(Path(sys.argv[2])))\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script, str(good), str(slow)], stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    child = psutil.Process(int(owner.stdout.readline()))
+    time.sleep(2)  # the child is now deep in the slow document
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    gone, _ = psutil.wait_procs([child], timeout=15)
+    assert gone, "the parser child outlived its owner"
