@@ -156,7 +156,12 @@ def _read_ca(path: str) -> bytes:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc)
+    chain, seen = [], 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 10:  # the client wraps the transport's error
+        chain.append(f"{type(cause).__name__}: {cause}")
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    text = " | ".join(chain)
     if "401" in text or "Unauthorized" in text or "anonymous access not enabled" in text:
         return "the server refused the credentials (HTTP 401): set HEADWATER_WEAVIATE_API_KEY to a valid key"
     if "403" in text or "Forbidden" in text:
