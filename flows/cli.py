@@ -10,7 +10,7 @@ arm()
 
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Annotated, Any  # noqa: E402
+from typing import Annotated, Any, NoReturn  # noqa: E402
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -41,8 +41,38 @@ def _run_errors() -> tuple[type[BaseException], ...]:
     from infra.weaviate.install import InstallError
     from infra.weaviate.lease import WriteLeaseHeld
 
+    # ConnectionError/TimeoutError: Weaviate went away mid-run and the task's retries ran out.
     return (InstallError, WeaviateUnavailable, FileNotFoundError, ValueError, WriteLeaseHeld, IndexConfigChanged,
-            BackfillRejected)
+            BackfillRejected, ConnectionError, TimeoutError)
+
+
+def _run_error(exc: BaseException) -> BaseException | None:
+    """The error a user can act on in ``exc``'s chain, looking through Ray's wrappers of a worker's
+    error (``RayTaskError.cause``, ``UserCodeException``), or None for anything else (a bug)."""
+    found: BaseException | None = None
+    current: BaseException | None = exc
+    for _ in range(12):
+        if current is None:
+            break
+        if isinstance(current, _run_errors()):
+            found = current  # keep looking: the innermost one says it best
+        inner = getattr(current, "cause", None)
+        current = inner if isinstance(inner, BaseException) else current.__cause__
+    return found
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:500]
+    return text if isinstance(exc, _run_errors()[:-2]) else f"{type(exc).__name__}: {text}"
+
+
+def _fail(command: str, exc: BaseException) -> NoReturn:
+    """Print a run error as one line and exit 1; re-raise anything else (a bug deserves its traceback)."""
+    found = _run_error(exc)
+    if found is None:
+        raise exc
+    err.print(f"[red]{command} failed:[/red] {_describe(found)}")
+    raise typer.Exit(1) from exc
 
 
 def _prepare_weaviate(config: HeadwaterConfig) -> None:
@@ -78,9 +108,8 @@ def ingest(
     try:
         _prepare_weaviate(config)
         report = ingest_flow(str(path) if path else None, config, allow_mass_delete)
-    except _run_errors() as exc:
-        err.print(f"[red]ingest failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    except Exception as exc:
+        _fail("ingest", exc)
     _print_report(report)
 
 
@@ -98,9 +127,8 @@ def backfill(
     try:
         _prepare_weaviate(config)
         report = backfill_flow([str(p) for p in paths] if paths else None, config)
-    except _run_errors() as exc:
-        err.print(f"[red]backfill failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    except Exception as exc:
+        _fail("backfill", exc)
     _print_report(report.build)
     console.print(f"alias {report.alias} -> {report.target} (was {report.previous or 'none'}); "
                   f"checks {report.checks}; dropped {', '.join(report.dropped) or 'none'}")
@@ -135,9 +163,8 @@ def serve(
         raise typer.Exit(2)
     try:
         _prepare_weaviate(config)
-    except _run_errors() as exc:
-        err.print(f"[red]serve failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    except Exception as exc:
+        _fail("serve", exc)
     if not config.weaviate.url:
         # Started here and left running, so that concurrent flow runs share it and none stops it.
         from infra.weaviate.connection import embedded_server
@@ -225,7 +252,7 @@ def search(
             hits = run_search(client, config.index.collection, query, q.mode, limit, embedder, q.alpha,
                               fusion=q.fusion, properties=q.properties, reranker=reranker, rerank_top=q.rerank_top)
     except WeaviateUnavailable as exc:
-        err.print(f"[red]search failed:[/red] {exc}")
+        err.print(f"[red]search failed:[/red] {_describe(exc)}")
         raise typer.Exit(1) from exc
     console.print(f"[bold]{q.mode}[/bold] results for {query!r} in {config.index.collection}"
                   + (f", re-ranked by {q.rerank_model}" if reranker else "") + ":")
@@ -271,9 +298,8 @@ def evaluate(
         _prepare_weaviate(config)
         result = eval_flow(str(beir_dir), config, split, str(docs) if docs else None,
                            str(doc_ids) if doc_ids else None, None, str(out) if out else None, alpha)
-    except _run_errors() as exc:
-        err.print(f"[red]eval failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    except Exception as exc:
+        _fail("eval", exc)
     console.print(f"{result['queries']} queries, {result['documents_indexed']} documents, {result['chunks']} chunks "
                   f"in {result['collection']}:")
     console.print(markdown_table(result["rows"]), markup=False, highlight=False)
@@ -340,7 +366,7 @@ def verify(
                 raise typer.Exit(1)
             result = verify_index(client, name, repair)
     except WeaviateUnavailable as exc:
-        err.print(f"[red]verify failed:[/red] {exc}")
+        err.print(f"[red]verify failed:[/red] {_describe(exc)}")
         raise typer.Exit(1) from exc
     _print_audit(name, result.before)
     if result.after is not None:
@@ -380,7 +406,7 @@ def errors(
             letters = sorted(read_dead_letters(client, name).values(),
                              key=lambda d: (d.stage, d.error_type, d.source_uri))
     except WeaviateUnavailable as exc:
-        err.print(f"[red]errors failed:[/red] {exc}")
+        err.print(f"[red]errors failed:[/red] {_describe(exc)}")
         raise typer.Exit(1) from exc
     letters = [d for d in letters if (stage is None or d.stage == stage)
                and (error_type is None or d.error_type == error_type)]

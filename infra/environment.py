@@ -1,4 +1,4 @@
-"""Process-wide defaults, set once at the entry points: telemetry off, hubs offline.
+"""Process-wide defaults, set once at the entry points: telemetry off, hubs offline, bounded client retries.
 
 Each is a default (``setdefault``): a user who sets the variable keeps their value.
 """
@@ -18,6 +18,9 @@ QUIET_DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "UNSTRUCTURED_DISABLE_NOTICE": "1",
+    # The Weaviate client retries an unavailable server with exponential backoff, by default ~30 min
+    # per batch; 4 is ~1 min, enough for a restart, then the run fails and says so.
+    "WEAVIATE_BATCH_MAX_RETRIES": "4",
 }
 
 

@@ -10,7 +10,7 @@ _RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 def is_transient(exc: BaseException | None) -> bool:
     """True for faults that may pass on their own: the server unreachable, restarting or overloaded,
     a timeout. False for everything else (bad config, a rejected object, a bug), which a retry would
-    only repeat. Looks through the exception's causes."""
+    only repeat. Looks through the exception's causes, and through Ray's wrappers of a worker's error."""
     from weaviate.exceptions import (
         UnexpectedStatusCodeError,
         WeaviateConnectionError,
@@ -31,7 +31,8 @@ def is_transient(exc: BaseException | None) -> bool:
         if type(exc).__module__.startswith("httpx") and type(exc).__name__ in {
                 "ConnectError", "ReadTimeout", "WriteTimeout", "ConnectTimeout", "PoolTimeout", "RemoteProtocolError"}:
             return True
-        exc = exc.__cause__ or exc.__context__
+        inner = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError: the worker's own exception
+        exc = inner if isinstance(inner, BaseException) else (exc.__cause__ or exc.__context__)
         seen += 1
     return False
 

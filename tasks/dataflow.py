@@ -126,7 +126,8 @@ class EmbedStep:
         self.stats = stats
         self.collection = config.index.collection
         self.config_hash = config.semantic_hash()
-        self.client = endpoint.connect()
+        self.endpoint = endpoint
+        self.client: Any = None  # connected on first use: a failure there is a retryable task error
         self.adaptive = config.embed.threads is None and self.embedder.device == "cpu"
         self.node_cpus = _node_cpus()
         self.parse_slots = parse_slots
@@ -135,6 +136,8 @@ class EmbedStep:
         started = time.perf_counter()
         kill_point("embed")
         ids = batch.column("chunk_id").to_pylist()
+        if self.client is None:
+            self.client = self.endpoint.connect()
         known = fetch_vectors(self.client, self.collection, ids, self.config_hash)
         reuse = [i for i, cid in enumerate(ids) if cid in known]
         fresh = [i for i, cid in enumerate(ids) if cid not in known]
@@ -202,6 +205,9 @@ class WeaviateSink(Datasink[WriteResult]):
 
 def run_dataflow(documents: pa.Table, config: HeadwaterConfig, endpoint: WeaviateEndpoint) -> DataflowResult:
     """Run parse -> chunk -> embed -> index over a DOCUMENT table on the current Ray cluster."""
+    # A worker's own exception (e.g. Weaviate unreachable), not Ray Data's UserCodeException around it:
+    # the flow's retry rule and the CLI classify it, and a wrapper's cause does not survive pickling.
+    ray.data.DataContext.get_current().raise_original_map_exception = True
     stats = RunStats.remote(documents.num_rows)  # type: ignore[attr-defined]
     result = DataflowResult(stages={}, errors=ERROR.empty_table())
     if documents.num_rows:

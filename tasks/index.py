@@ -46,13 +46,20 @@ class ChunkWriter:
 
     def __init__(self, client: weaviate.WeaviateClient, collection: str, config_hash: str,
                  batch_size: int, concurrent_requests: int) -> None:
+        self.client = client
         self.collection = client.collections.use(collection)
         self.config_hash = config_hash
         self.batch_size = batch_size
         self.concurrent_requests = concurrent_requests
 
     def write(self, table: pa.Table) -> WriteResult:
-        """Upsert every row; never raises for a rejected object (it is reported instead)."""
+        """Upsert every row; a rejected object is reported, not raised.
+
+        Raises:
+            ConnectionError: Weaviate stopped answering (after the client's own retries with backoff,
+                bounded by ``WEAVIATE_BATCH_MAX_RETRIES``): the run fails and is retried as a whole
+                instead of sending every remaining batch into the same wait.
+        """
         table = check_table(table, EMBEDDED_CHUNK, STAGE)
         now = dt.datetime.now(dt.UTC)
         rows = table.to_pylist()
@@ -66,7 +73,11 @@ class ChunkWriter:
                     uuid=row["chunk_id"],
                     vector={VECTOR_NAME: row["vector"]},
                 )
-        for failed in self.collection.batch.failed_objects:
+        failures = self.collection.batch.failed_objects
+        if failures and not self.client.is_ready():
+            raise ConnectionError(f"Weaviate stopped answering during the upsert: {len(failures)} of {len(rows)} "
+                                  f"objects not written ({failures[0].message[:200]})")
+        for failed in failures:
             row = by_uuid.get(str(failed.original_uuid))
             if row is not None:
                 result.failed_docs[row["doc_id"]] = (row["source_uri"], failed.message[:300])

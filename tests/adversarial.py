@@ -2,7 +2,9 @@
 
 ``python -m tests.adversarial OUT [--good 1000] [--copies 12]`` writes ``OUT`` with ``--good`` good
 documents (Markdown, HTML, text, DOCX) and ``--copies`` variants of each bad kind below, and
-``OUT.manifest.json`` saying which file is which. The tests use the same makers on a small scale.
+``OUT.manifest.json`` saying which file is which; after ``headwater ingest OUT --collection C``,
+``python -m tests.adversarial check OUT --collection C`` compares the index with the manifest.
+The tests use the same makers on a small scale.
 
 Bad kinds: truncated and corrupt PDF/DOCX/PPTX, zero-byte files, binary under ``.txt``, invalid
 UTF-8, UTF-16 without a BOM, one huge single line, deeply nested HTML, a DOCX zip bomb, encrypted
@@ -16,6 +18,7 @@ import io
 import json
 import os
 import random
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -287,7 +290,53 @@ def write_bad(root: Path, copies: int, seed: int = 11, huge: bool = True) -> dic
     return made
 
 
+def check(out: Path, collection: str) -> int:
+    """Compare an ingest of ``out`` with its manifest: every good file in the ledger, every bad one in
+    the dead-letter store (or, for readable content, indexed). Prints a table; returns 1 on a miss."""
+    from collections import Counter
+
+    from infra.weaviate.connection import weaviate_client, weaviate_endpoint
+    from schemas.collection import resolve_target
+    from schemas.config import load_config
+    from tasks.deadletter import read_dead_letters
+    from tasks.ledger import read_ledger
+
+    manifest = json.loads(Path(f"{out}.manifest.json").read_text())
+    config = load_config(overrides={"index": {"collection": collection}})
+    with weaviate_endpoint(config.weaviate) as endpoint, weaviate_client(endpoint) as client:
+        target = resolve_target(client, collection)
+        if target is None:
+            print(f"no index {collection!r}")
+            return 1
+        ledger, dead = read_ledger(client, target), read_dead_letters(client, target)
+
+    def uri(rel: str) -> str:
+        return Path(os.path.abspath(out / rel)).as_uri()
+
+    good_missing = [g for g in manifest["good"] if uri(g) not in ledger]
+    outcomes: dict[str, Counter[str]] = {}
+    for rel, kind in manifest["bad"].items():
+        letter = dead.get(uri(rel))
+        outcome = f"{letter.stage}: {letter.error_type}" if letter else "indexed" if uri(rel) in ledger else "MISSING"
+        outcomes.setdefault(kind, Counter())[outcome] += 1
+    print(f"good: {len(manifest['good']) - len(good_missing)} of {len(manifest['good'])} indexed")
+    print(f"bad: {len(manifest['bad'])} files, {sum(1 for r in manifest['bad'] if uri(r) in dead)} in the "
+          f"dead-letter store\n\n| kind | files | outcome |\n|---|---:|---|")
+    for kind, counts in outcomes.items():
+        print(f"| {kind} | {sum(counts.values())} | {', '.join(f'{o} ({n})' for o, n in counts.most_common())} |")
+    missing = good_missing + [k for k, c in outcomes.items() if "MISSING" in c]
+    if missing:
+        print(f"\nMISSING: {missing[:20]}")
+    return 1 if missing else 0
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["check"]:
+        checker = argparse.ArgumentParser(description="compare an ingest with the corpus manifest")
+        checker.add_argument("out", type=Path)
+        checker.add_argument("--collection", required=True)
+        args = checker.parse_args(sys.argv[2:])
+        raise SystemExit(check(args.out, args.collection))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--good", type=int, default=1000)

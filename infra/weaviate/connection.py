@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -155,16 +156,20 @@ def _read_ca(path: str) -> bytes:
         raise WeaviateUnavailable(f"weaviate.ca_file {path}: cannot read it ({exc.strerror or exc})") from exc
 
 
+_UNAUTHORIZED = re.compile(r"\b401\b|unauthorized|anonymous access not enabled", re.IGNORECASE)
+_FORBIDDEN = re.compile(r"status code:? 403\b|\b403 forbidden|\bforbidden\b", re.IGNORECASE)
+
+
 def _reason(exc: BaseException) -> str:
     chain, seen = [], 0
     cause: BaseException | None = exc
-    while cause is not None and seen < 10:  # the client wraps the transport's error
+    while cause is not None and seen < 10:  # the client wraps the transport's error (explicit causes only)
         chain.append(f"{type(cause).__name__}: {cause}")
-        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+        cause, seen = cause.__cause__, seen + 1
     text = " | ".join(chain)
-    if "401" in text or "Unauthorized" in text or "anonymous access not enabled" in text:
+    if _UNAUTHORIZED.search(text):
         return "the server refused the credentials (HTTP 401): set HEADWATER_WEAVIATE_API_KEY to a valid key"
-    if "403" in text or "Forbidden" in text:
+    if _FORBIDDEN.search(text):
         return "the key's user may not do this (HTTP 403)"
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
         return "its TLS certificate is not trusted: set weaviate.ca_file to the CA bundle that signed it"

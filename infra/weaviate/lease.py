@@ -11,6 +11,7 @@ never blocks the next one for long.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
 import threading
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from schemas.collection import LEASE_COLLECTION, ensure_lease_collection
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import weaviate
@@ -92,8 +95,11 @@ def write_lease(endpoint: WeaviateEndpoint, alias: str, purpose: str, wait_s: fl
     finally:
         stop.set()
         renewer.join(timeout=10)
-        with weaviate_client(endpoint) as client:
-            _release(client.collections.use(LEASE_COLLECTION), alias, me)
+        try:
+            with weaviate_client(endpoint) as client:
+                _release(client.collections.use(LEASE_COLLECTION), alias, me)
+        except Exception as exc:  # Weaviate gone: the run's own error matters; the lease expires (pid, ttl)
+            _log.warning("could not release the write lease of %s (%s); the next run takes it over", alias, exc)
 
 
 def _try_acquire(coll: weaviate.collections.Collection, alias: str, me: str, purpose: str, ttl_s: float) -> bool:

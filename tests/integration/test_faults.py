@@ -139,6 +139,45 @@ def test_weaviate_killed_during_upsert_then_the_rerun_converges(tmp_path: Path, 
         server.stop()
 
 
+def test_weaviate_down_for_good_fails_clearly_within_bounds(tmp_path: Path, weaviate_binary: Path) -> None:
+    server = EmbeddedWeaviate(tmp_path / "weaviate", weaviate_binary, WEAVIATE_VERSION)
+    server.start()
+    try:
+        endpoint = endpoint_of(server)
+        root = tmp_path / "corpus"
+        adversarial.write_good(root, 160)
+        env = cli_env(endpoint, tmp_path)
+        proc = start_ingest(root, "Gone", env, tmp_path / "first.log")
+        with weaviate_client(endpoint) as client:
+            deadline, written = time.monotonic() + 300, 0
+            while written == 0:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()
+                target = resolve_target(client, "Gone")
+                written = count_objects(client, target) if target else 0
+                time.sleep(0.2)
+        server.stop(timeout_s=0)  # killed at once (SIGTERM then SIGKILL), and it stays down
+        killed_at = time.monotonic()
+        try:
+            rc = proc.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        waited = time.monotonic() - killed_at
+        output = (tmp_path / "first.log").read_text(errors="replace")
+        verdict = [line for line in output.splitlines() if line.startswith("ingest failed:")]
+        assert rc == 1 and verdict, output[-3000:]
+        assert "Weaviate" in verdict[-1], verdict  # says what went away, in one line
+        assert waited < 420, f"gave up only after {waited:.0f} s"
+        print(f"failed {waited:.0f} s after Weaviate was killed: {verdict[-1]}")
+
+        server.start()
+        rc, output = run_ingest(root, "Gone", env, tmp_path / "second.log")
+        assert rc == 0, output
+        assert_converged(endpoint, "Gone", 160)
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("point", ["parse", "embed"])
 def test_a_killed_ray_worker_is_retried(point: str, tmp_path: Path, weaviate_endpoint: WeaviateEndpoint) -> None:
     root = tmp_path / "corpus"

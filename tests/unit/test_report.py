@@ -54,3 +54,26 @@ def test_only_transient_faults_are_retried() -> None:
     assert not is_transient(UnexpectedStatusCodeError("bad object", httpx.Response(422)))
     assert not is_transient(ValueError("bad config"))
     assert not is_transient(None)
+
+
+def test_errors_from_ray_workers_are_seen_through_rays_wrappers() -> None:
+    from ray.exceptions import RayTaskError, UserCodeException
+
+    from flows.cli import _describe, _run_error
+    from infra.weaviate.connection import WeaviateUnavailable
+
+    try:
+        try:
+            raise WeaviateUnavailable("cannot reach Weaviate at http://db:8080: connection refused")
+        except WeaviateUnavailable as inner:
+            raise UserCodeException("UDF failed to process a data block") from inner
+    except UserCodeException as udf:
+        wrapped = RayTaskError("submit", "traceback", udf).as_instanceof_cause()
+    assert is_transient(wrapped)
+    found = _run_error(wrapped)
+    assert isinstance(found, WeaviateUnavailable)
+    assert _describe(found) == "cannot reach Weaviate at http://db:8080: connection refused"
+    gone = RayTaskError("write", "traceback", ConnectionError("Weaviate stopped answering")).as_instanceof_cause()
+    assert is_transient(gone) and _describe(_run_error(gone)) == "ConnectionError: Weaviate stopped answering"
+    bug = RayTaskError("write", "traceback", KeyError("chunk_id")).as_instanceof_cause()
+    assert not is_transient(bug) and _run_error(bug) is None
