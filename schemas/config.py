@@ -51,6 +51,8 @@ class ParseConfig(_Section):
         "recorded as unsupported. '.gz' means gzipped text such as man pages.",
     )
     max_file_bytes: int = Field(100 * 1024 * 1024, gt=0, description="Larger files are refused.")
+    max_text_chars: int = Field(10_000_000, gt=0, description="A document whose extracted text is longer "
+                                "(~2.5M tokens) is refused (TextTooLarge) before chunking.")
     follow_symlinks_outside_root: bool = Field(False, description="Follow file symlinks whose target lies "
                                                "outside the source folder (refused by default; symlinked "
                                                "folders are never descended).")
@@ -212,6 +214,10 @@ class RunsConfig(_Section):
     drift_cron: str = Field("30 3 * * *", description="Schedule of the drift deployment.")
 
 
+# Parse settings that decide whether a file is taken, not what its chunks are: outside the config hash.
+_PARSE_LIMITS = {"max_file_bytes", "max_text_chars", "follow_symlinks_outside_root"}
+
+
 class HeadwaterConfig(BaseSettings):
     """Everything Headwater reads. Frozen: a run sees one config from start to end."""
 
@@ -245,7 +251,7 @@ class HeadwaterConfig(BaseSettings):
     def semantic_hash(self) -> str:
         """Hash of the settings that decide index content (parser, chunker, model)."""
         semantic = {
-            "parse": self.parse.model_dump(mode="json", exclude={"max_file_bytes", "follow_symlinks_outside_root"}),
+            "parse": self.parse.model_dump(mode="json", exclude=_PARSE_LIMITS),
             "chunk": self.chunk.model_dump(mode="json"),
             "embed_model": self.embed_model.model_dump(mode="json"),
         }

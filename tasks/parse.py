@@ -112,6 +112,10 @@ def parse_document(doc: dict[str, Any], config: ParseConfig) -> list[dict[str, A
     check_content(path, name, payload, config.max_file_bytes)
     elements = _partition(path, name, payload, config)
     rows = _element_rows(doc, name, elements)
+    chars = sum(len(row["text"]) for row in rows)
+    if chars > config.max_text_chars:
+        raise ParseFailure("TextTooLarge", f"{chars} characters of text, over parse.max_text_chars="
+                           f"{config.max_text_chars}: split the document or raise the limit")
     if not rows:
         raise ParseFailure("NoTextExtracted", "parser returned no text for a non-empty file "
                            "(scanned image, encrypted or unsupported content?)")

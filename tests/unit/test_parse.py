@@ -117,3 +117,16 @@ def test_readable_text_in_an_odd_encoding_or_under_a_wrong_suffix_is_indexed(tmp
         doc = {"doc_id": "d", "source_uri": path.as_uri(), "path": str(path), "size": path.stat().st_size,
                "mtime_ns": 0, "content_sha256": "x"}
         assert " ".join(r["text"] for r in parse.parse_document(doc, ParseConfig())) == text, name
+
+
+def test_text_over_the_limit_is_refused_before_chunking(tmp_path: Path) -> None:
+    from tasks import parse
+
+    path = tmp_path / "long.txt"
+    path.write_text("word " * 100)
+    doc = {"doc_id": "d", "source_uri": path.as_uri(), "path": str(path), "size": path.stat().st_size,
+           "mtime_ns": 0, "content_sha256": "x"}
+    with pytest.raises(parse.ParseFailure) as failure:
+        parse.parse_document(doc, ParseConfig(max_text_chars=100))
+    assert failure.value.error_type == "TextTooLarge" and "parse.max_text_chars=100" in str(failure.value)
+    assert parse.parse_document(doc, ParseConfig(max_text_chars=1000))
