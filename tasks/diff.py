@@ -96,14 +96,14 @@ def plan_changes(documents: pa.Table, ledger: Mapping[str, LedgerEntry], config_
         else:
             plan.new.append(str(row["doc_id"]))
     plan.deleted = [e for e in gone if e.source_uri not in renamed_from]
-    by_id = {str(row["doc_id"]): row for row in listed.values()}
-    for ids in (plan.new, plan.modified):
-        for doc_id in list(ids):
-            row = by_id[doc_id]
-            letter = (dead_letters or {}).get(str(row["source_uri"]))
-            if not retry_due(letter, str(row["content_sha256"]), config_hash):
-                ids.remove(doc_id)
-                plan.not_retried.append(letter)  # type: ignore[arg-type]
+    if dead_letters:
+        by_id = {str(row["doc_id"]): row for row in listed.values()}
+        skip = {doc_id: dead_letters[uri] for doc_id in plan.new + plan.modified
+                if (uri := str(by_id[doc_id]["source_uri"])) in dead_letters
+                and not retry_due(dead_letters[uri], str(by_id[doc_id]["content_sha256"]), config_hash)}
+        plan.new = [d for d in plan.new if d not in skip]
+        plan.modified = [d for d in plan.modified if d not in skip]
+        plan.not_retried = list(skip.values())
     process = set(plan.new) | set(plan.modified)
     rows = [row for row in listed.values() if row["doc_id"] in process]
     plan.to_process = pa.Table.from_pylist(rows, schema=DOCUMENT)
