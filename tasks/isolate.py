@@ -26,7 +26,9 @@ import psutil
 from schemas.config import ParseConfig, ParseLimitsConfig
 from tasks.parse import ParseFailure, one_line, parse_document, use_packaged_spacy_model
 
-_POLL_S = 0.05  # how often the limits are checked while a document parses
+# How often the limits are checked while a document parses (an answer wakes the wait at once, so this
+# adds no latency; each check walks the process table for the child's own children).
+_POLL_S = 0.1
 _START_TIMEOUT_S = 120.0
 
 
@@ -99,7 +101,11 @@ class IsolatedParser:
         theirs.close()
         conn = Connection(mine.detach())
         conn.send(self.config)
-        if not conn.poll(_START_TIMEOUT_S) or conn.recv() != "ready":
+        try:
+            ready = conn.poll(_START_TIMEOUT_S) and conn.recv() == "ready"
+        except (EOFError, OSError):  # it died while starting
+            ready = False
+        if not ready:
             _kill_tree(child.pid)
             conn.close()
             raise ParseFailure("ParserUnavailable", "the isolated parser process did not start", retryable=True)
