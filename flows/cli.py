@@ -8,7 +8,9 @@ from infra.faults import arm
 apply_quiet_defaults()  # before unstructured, Ray or Prefect are imported anywhere
 arm()
 
+import contextlib  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Annotated, Any, NoReturn  # noqa: E402
 
@@ -73,6 +75,26 @@ def _fail(command: str, exc: BaseException) -> NoReturn:
         raise exc
     err.print(f"[red]{command} failed:[/red] {_describe(found)}")
     raise typer.Exit(1) from exc
+
+
+@contextlib.contextmanager
+def _live_index(config: HeadwaterConfig, command: str) -> Iterator[tuple[Any, str]]:
+    """A client to the configured Weaviate and the version the index's alias names. Weaviate unreachable,
+    or no such index: one clear line and exit 1."""
+    from infra.weaviate.connection import WeaviateUnavailable, weaviate_client, weaviate_endpoint
+    from schemas.collection import resolve_target
+
+    try:
+        with weaviate_endpoint(config.weaviate, say=lambda m: err.print(f"[dim]{m}[/dim]")) as endpoint, \
+                weaviate_client(endpoint) as client:
+            name = resolve_target(client, config.index.collection)
+            if name is None:
+                err.print(f"[red]no collection {config.index.collection!r}[/red]: run `headwater ingest` first")
+                raise typer.Exit(1)
+            yield client, name
+    except WeaviateUnavailable as exc:
+        err.print(f"[red]{command} failed:[/red] {_describe(exc)}")
+        raise typer.Exit(1) from exc
 
 
 def _prepare_weaviate(config: HeadwaterConfig) -> None:
@@ -225,8 +247,6 @@ def search(
     config_file: ConfigOpt = None,
 ) -> None:
     """Query the index: prints source, page, title, section, scores and a snippet per hit."""
-    from infra.weaviate.connection import WeaviateUnavailable, weaviate_client, weaviate_endpoint
-    from schemas.collection import resolve_target
     from tasks.embed import Embedder
     from tasks.search import CrossEncoderReranker
     from tasks.search import search as run_search
@@ -243,17 +263,9 @@ def search(
     q = config.query
     embedder = Embedder(config.embed_model, config.embed) if q.mode != "bm25" else None
     reranker = CrossEncoderReranker(q.rerank_model) if q.rerank_model else None
-    try:
-        with weaviate_endpoint(config.weaviate, say=lambda m: err.print(f"[dim]{m}[/dim]")) as endpoint, \
-                weaviate_client(endpoint) as client:
-            if resolve_target(client, config.index.collection) is None:
-                err.print(f"[red]no collection {config.index.collection!r}[/red]: run `headwater ingest` first")
-                raise typer.Exit(1)
-            hits = run_search(client, config.index.collection, query, q.mode, limit, embedder, q.alpha,
-                              fusion=q.fusion, properties=q.properties, reranker=reranker, rerank_top=q.rerank_top)
-    except WeaviateUnavailable as exc:
-        err.print(f"[red]search failed:[/red] {_describe(exc)}")
-        raise typer.Exit(1) from exc
+    with _live_index(config, "search") as (client, _):
+        hits = run_search(client, config.index.collection, query, q.mode, limit, embedder, q.alpha,
+                          fusion=q.fusion, properties=q.properties, reranker=reranker, rerank_top=q.rerank_top)
     console.print(f"[bold]{q.mode}[/bold] results for {query!r} in {config.index.collection}"
                   + (f", re-ranked by {q.rerank_model}" if reranker else "") + ":")
     if not hits:
@@ -352,22 +364,11 @@ def verify(
     config_file: ConfigOpt = None,
 ) -> None:
     """Audit the ledger against the index; exit 1 when anything is wrong (after --repair: if still wrong)."""
-    from infra.weaviate.connection import WeaviateUnavailable, weaviate_client, weaviate_endpoint
-    from schemas.collection import resolve_target
     from tasks.verify import verify_index
 
     config = _config(config_file, collection)
-    try:
-        with weaviate_endpoint(config.weaviate, say=lambda m: err.print(f"[dim]{m}[/dim]")) as endpoint, \
-                weaviate_client(endpoint) as client:
-            name = resolve_target(client, config.index.collection)
-            if name is None:
-                err.print(f"[red]no collection {config.index.collection!r}[/red]")
-                raise typer.Exit(1)
-            result = verify_index(client, name, repair)
-    except WeaviateUnavailable as exc:
-        err.print(f"[red]verify failed:[/red] {_describe(exc)}")
-        raise typer.Exit(1) from exc
+    with _live_index(config, "verify") as (client, name):
+        result = verify_index(client, name, repair)
     _print_audit(name, result.before)
     if result.after is not None:
         console.print(f"repair: deleted {result.deleted} objects, forgot {result.forgotten} ledger entries"
@@ -391,23 +392,11 @@ def errors(
     (or the parser/chunker/model config) changed."""
     import json
 
-    from infra.weaviate.connection import WeaviateUnavailable, weaviate_client, weaviate_endpoint
-    from schemas.collection import resolve_target
     from tasks.deadletter import read_dead_letters
 
     config = _config(config_file, collection)
-    try:
-        with weaviate_endpoint(config.weaviate, say=lambda m: err.print(f"[dim]{m}[/dim]")) as endpoint, \
-                weaviate_client(endpoint) as client:
-            name = resolve_target(client, config.index.collection)
-            if name is None:
-                err.print(f"[red]no collection {config.index.collection!r}[/red]")
-                raise typer.Exit(1)
-            letters = sorted(read_dead_letters(client, name).values(),
-                             key=lambda d: (d.stage, d.error_type, d.source_uri))
-    except WeaviateUnavailable as exc:
-        err.print(f"[red]errors failed:[/red] {_describe(exc)}")
-        raise typer.Exit(1) from exc
+    with _live_index(config, "errors") as (client, name):
+        letters = sorted(read_dead_letters(client, name).values(), key=lambda d: (d.stage, d.error_type, d.source_uri))
     letters = [d for d in letters if (stage is None or d.stage == stage)
                and (error_type is None or d.error_type == error_type)]
     if as_json:

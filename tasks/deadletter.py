@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from schemas.collection import deadletter_name
-from tasks.index import delete_by_ids
+from tasks.index import delete_by_ids, put_objects
 
 if TYPE_CHECKING:
     import weaviate
@@ -116,21 +116,11 @@ def read_dead_letters(client: weaviate.WeaviateClient, collection: str,
 
 def write_dead_letters(client: weaviate.WeaviateClient, collection: str, letters: Iterable[DeadLetter]) -> int:
     """Insert or replace records (uuid = doc_id). Raises if Weaviate rejects any."""
-    coll = client.collections.use(deadletter_name(collection))
-    count = 0
-    with coll.batch.fixed_size(200) as batch:
-        for letter in letters:
-            batch.add_object(uuid=letter.doc_id, properties={
-                "source_uri": letter.source_uri, "stage": letter.stage, "error_type": letter.error_type,
-                "message": letter.message, "retryable": letter.retryable, "attempts": letter.attempts,
-                "first_seen": letter.first_seen, "last_seen": letter.last_seen,
-                "content_sha256": letter.content_sha256, "config_hash": letter.config_hash,
-            })
-            count += 1
-    failed = coll.batch.failed_objects
-    if failed:
-        raise RuntimeError(f"dead-letter write rejected {len(failed)} records: {failed[0].message}")
-    return count
+    return put_objects(client.collections.use(deadletter_name(collection)), "dead-letter", (
+        (d.doc_id, {"source_uri": d.source_uri, "stage": d.stage, "error_type": d.error_type, "message": d.message,
+                    "retryable": d.retryable, "attempts": d.attempts, "first_seen": d.first_seen,
+                    "last_seen": d.last_seen, "content_sha256": d.content_sha256, "config_hash": d.config_hash})
+        for d in letters))
 
 
 def delete_dead_letters(client: weaviate.WeaviateClient, collection: str, doc_ids: Iterable[str]) -> int:

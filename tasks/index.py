@@ -121,6 +121,23 @@ def delete_stale_chunks(client: weaviate.WeaviateClient, collection: str,
     return deleted
 
 
+def put_objects(coll: Any, what: str, objects: Iterable[tuple[str, dict[str, Any]]]) -> int:
+    """Insert or replace small vectorless objects, ``(uuid, properties)``, in batches of 200.
+
+    Raises:
+        RuntimeError: Weaviate rejected any of them (``what`` names the store in the message).
+    """
+    count = 0
+    with coll.batch.fixed_size(200) as batch:
+        for uuid, properties in objects:
+            batch.add_object(uuid=uuid, properties=properties)
+            count += 1
+    failed = coll.batch.failed_objects
+    if failed:
+        raise RuntimeError(f"{what} write rejected {len(failed)} of {count} objects: {failed[0].message}")
+    return count
+
+
 def delete_by_ids(coll: Any, ids: Iterable[str]) -> int:
     """Delete objects by uuid, a thousand per request. Returns the number deleted."""
     from weaviate.classes.query import Filter

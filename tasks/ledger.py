@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from schemas.collection import ledger_name
 from tasks.diff import LedgerEntry
-from tasks.index import delete_by_ids
+from tasks.index import delete_by_ids, put_objects
 
 if TYPE_CHECKING:
     import weaviate
@@ -59,24 +59,12 @@ def ledger_facts(client: weaviate.WeaviateClient, collection: str) -> tuple[list
 
 def write_entries(client: weaviate.WeaviateClient, collection: str, entries: Iterable[LedgerEntry]) -> int:
     """Insert or replace entries (uuid = doc_id). Raises if Weaviate rejects any."""
-    coll = client.collections.use(ledger_name(collection))
     now = dt.datetime.now(dt.UTC)
-    count = 0
-    with coll.batch.fixed_size(200) as batch:
-        for e in entries:
-            batch.add_object(
-                uuid=e.doc_id,
-                properties={
-                    "source_uri": e.source_uri, "size": e.size, "mtime_ns": str(e.mtime_ns),
+    return put_objects(client.collections.use(ledger_name(collection)), "ledger", (
+        (e.doc_id, {"source_uri": e.source_uri, "size": e.size, "mtime_ns": str(e.mtime_ns),
                     "content_sha256": e.content_sha256, "config_hash": e.config_hash,
-                    "chunk_ids": list(e.chunk_ids), "updated_at": now, "root_uri": e.root_uri,
-                },
-            )
-            count += 1
-    failed = coll.batch.failed_objects
-    if failed:
-        raise RuntimeError(f"ledger write rejected {len(failed)} entries: {failed[0].message}")
-    return count
+                    "chunk_ids": list(e.chunk_ids), "updated_at": now, "root_uri": e.root_uri})
+        for e in entries))
 
 
 def delete_entries(client: weaviate.WeaviateClient, collection: str, doc_ids: Iterable[str]) -> int:

@@ -59,6 +59,19 @@ def endpoint_of(server: EmbeddedWeaviate) -> WeaviateEndpoint:
     return WeaviateEndpoint(HOST, state.ports["http"], False, HOST, state.ports["grpc"], False)
 
 
+def wait_for_first_objects(endpoint: WeaviateEndpoint, alias: str, proc: subprocess.Popen[bytes], log: Path,
+                           timeout: float = 300) -> None:
+    """Return once the running ingest has written its first chunks (the upsert is under way)."""
+    deadline, written = time.monotonic() + timeout, 0
+    with weaviate_client(endpoint) as client:
+        while written == 0:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "no object was ever written"
+            target = resolve_target(client, alias)
+            written = count_objects(client, target) if target else 0
+            time.sleep(0.2)
+
+
 def assert_converged(endpoint: WeaviateEndpoint, alias: str, documents: int) -> None:
     with weaviate_client(endpoint) as client:
         target = resolve_target(client, alias)
@@ -97,15 +110,7 @@ def test_weaviate_killed_during_upsert_then_the_rerun_converges(tmp_path: Path, 
         adversarial.write_good(root, 160)
         env = cli_env(endpoint, tmp_path)
         proc = start_ingest(root, "Killed", env, tmp_path / "first.log")
-        deadline = time.monotonic() + 300
-        written = 0
-        with weaviate_client(endpoint) as client:
-            while written == 0:
-                assert proc.poll() is None, (tmp_path / "first.log").read_text()
-                assert time.monotonic() < deadline, "no object was ever written"
-                target = resolve_target(client, "Killed")
-                written = count_objects(client, target) if target else 0
-                time.sleep(0.2)
+        wait_for_first_objects(endpoint, "Killed", proc, tmp_path / "first.log")
         state = server.running()
         assert state is not None
         os.kill(state.pid, signal.SIGKILL)  # mid-upsert: the first objects are in, most are not
@@ -148,13 +153,7 @@ def test_weaviate_down_for_good_fails_clearly_within_bounds(tmp_path: Path, weav
         adversarial.write_good(root, 160)
         env = cli_env(endpoint, tmp_path)
         proc = start_ingest(root, "Gone", env, tmp_path / "first.log")
-        with weaviate_client(endpoint) as client:
-            deadline, written = time.monotonic() + 300, 0
-            while written == 0:
-                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()
-                target = resolve_target(client, "Gone")
-                written = count_objects(client, target) if target else 0
-                time.sleep(0.2)
+        wait_for_first_objects(endpoint, "Gone", proc, tmp_path / "first.log")
         server.stop(timeout_s=0)  # killed at once (SIGTERM then SIGKILL), and it stays down
         killed_at = time.monotonic()
         try:
