@@ -57,9 +57,21 @@ class RayTwoNodes:
     processes of this cluster only (those naming its temp dir or GCS address): `ray stop` would stop
     every Ray of the user on the machine."""
 
+    WORKER_PORTS = 200  # each node's range of worker ports
+
     def __init__(self) -> None:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="hwray", dir="/tmp"))  # short: Ray's socket paths
-        self.port = _free_port()
+        # Worker port ranges first, then every single port outside them: Ray refuses to start when one of
+        # its components' ports falls in a node's worker range.
+        self.ranges: list[range] = []
+        for _ in range(2):
+            while True:
+                low = _free_port()
+                span = range(low, low + self.WORKER_PORTS + 1)
+                if span.stop < 65536 and not any(r.start < span.stop and span.start < r.stop for r in self.ranges):
+                    self.ranges.append(span)
+                    break
+        self.port = self._port()
         self.address = f"127.0.0.1:{self.port}"
         self.ray = str(Path(sys.executable).parent / "ray")
         # Token auth off, explicitly: a head turns it on by itself when ~/.ray/auth_token exists, and the
@@ -67,20 +79,27 @@ class RayTwoNodes:
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
         self.env.pop("RAY_ADDRESS", None)
 
-    def _ports(self) -> list[str]:
-        low = _free_port()
-        return ["--node-manager-port", str(_free_port()), "--object-manager-port", str(_free_port()),
-                "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port",
-                str(_free_port()), "--runtime-env-agent-port", str(_free_port()), "--metrics-export-port",
-                str(_free_port()), "--min-worker-port", str(low), "--max-worker-port", str(low + 200)]
+    def _port(self) -> int:
+        """A free port in none of the worker ranges."""
+        while True:
+            port = _free_port()
+            if not any(port in r for r in self.ranges):
+                return port
+
+    def _ports(self, node: int) -> list[str]:
+        workers = self.ranges[node]
+        return ["--node-manager-port", str(self._port()), "--object-manager-port", str(self._port()),
+                "--dashboard-agent-listen-port", str(self._port()), "--dashboard-agent-grpc-port",
+                str(self._port()), "--runtime-env-agent-port", str(self._port()), "--metrics-export-port",
+                str(self._port()), "--min-worker-port", str(workers.start), "--max-worker-port", str(workers.stop - 1)]
 
     def start(self) -> None:
         common = ["--num-cpus", "1", "--temp-dir", str(self.temp_dir), "--object-store-memory", str(300 << 20),
                   "--disable-usage-stats"]
         head = [self.ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
-                "--include-dashboard", "false", "--ray-client-server-port", str(_free_port()), *common]
+                "--include-dashboard", "false", "--ray-client-server-port", str(self._port()), *common]
         worker = [self.ray, "start", "--address", self.address, "--node-ip-address", "127.0.0.1", *common]
-        for cmd in (head + self._ports(), worker + self._ports()):
+        for cmd in (head + self._ports(0), worker + self._ports(1)):
             done = subprocess.run(cmd, env=self.env, timeout=120, capture_output=True, text=True)
             assert done.returncode == 0, f"{' '.join(cmd[:3])} failed:\n{(done.stdout + done.stderr)[-2000:]}"
 
