@@ -5,11 +5,14 @@ Each ends the way an operator would check it: a rerun converges and the ledger/i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -44,13 +47,17 @@ def start_ingest(root: Path, collection: str, env: dict[str, str], log: Path) ->
 
 
 def run_ingest(root: Path, collection: str, env: dict[str, str], log: Path, timeout: float = 400) -> tuple[int, str]:
-    proc = start_ingest(root, collection, env, log)
+    rc = wait_ingest(start_ingest(root, collection, env, log), timeout)
+    return rc, log.read_text(errors="replace")
+
+
+def wait_ingest(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """The ingest's exit status; past ``timeout`` it is killed (with its Ray) and the test fails."""
     try:
-        rc = proc.wait(timeout=timeout)
+        return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
-    return rc, log.read_text(errors="replace")
 
 
 def endpoint_of(server: EmbeddedWeaviate) -> WeaviateEndpoint:
@@ -101,7 +108,19 @@ def test_unreachable_weaviate_is_a_clear_error_with_nothing_written(tmp_path: Pa
     assert not (tmp_path / "reports").exists()  # the run never started
 
 
-def test_weaviate_killed_during_upsert_then_the_rerun_converges(tmp_path: Path, weaviate_binary: Path) -> None:
+@dataclass
+class UpsertUnderWay:
+    server: EmbeddedWeaviate
+    endpoint: WeaviateEndpoint
+    root: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@contextlib.contextmanager
+def upsert_under_way(tmp_path: Path, weaviate_binary: Path, alias: str) -> Iterator[UpsertUnderWay]:
+    """A Weaviate of its own, and a `headwater ingest` of 160 documents that has written its first chunks."""
     server = EmbeddedWeaviate(tmp_path / "weaviate", weaviate_binary, WEAVIATE_VERSION)
     server.start()
     try:
@@ -109,19 +128,24 @@ def test_weaviate_killed_during_upsert_then_the_rerun_converges(tmp_path: Path, 
         root = tmp_path / "corpus"
         adversarial.write_good(root, 160)
         env = cli_env(endpoint, tmp_path)
-        proc = start_ingest(root, "Killed", env, tmp_path / "first.log")
-        wait_for_first_objects(endpoint, "Killed", proc, tmp_path / "first.log")
+        log = tmp_path / "first.log"
+        proc = start_ingest(root, alias, env, log)
+        wait_for_first_objects(endpoint, alias, proc, log)
+        yield UpsertUnderWay(server, endpoint, root, env, proc, log)
+    finally:
+        server.stop()
+
+
+def test_weaviate_killed_during_upsert_then_the_rerun_converges(tmp_path: Path, weaviate_binary: Path) -> None:
+    with upsert_under_way(tmp_path, weaviate_binary, "Killed") as run:
+        server, endpoint, root, env = run.server, run.endpoint, run.root, run.env
         state = server.running()
         assert state is not None
         os.kill(state.pid, signal.SIGKILL)  # mid-upsert: the first objects are in, most are not
         time.sleep(5)
         server.start()  # same data dir, same ports
-        try:
-            rc = proc.wait(timeout=400)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
-        output = (tmp_path / "first.log").read_text(errors="replace")
+        rc = wait_ingest(run.proc, 400)
+        output = run.log.read_text(errors="replace")
         # Bounded retries with backoff: either they outlasted the outage, or the run failed clearly.
         assert rc == 0 or (rc == 1 and "ingest failed" in output), output
 
@@ -140,41 +164,25 @@ def test_weaviate_killed_during_upsert_then_the_rerun_converges(tmp_path: Path, 
         with weaviate_client(endpoint) as client:
             assert read_ledger(client, resolve_target(client, "Killed") or "") == before
         assert_converged(endpoint, "Killed", 160)
-    finally:
-        server.stop()
 
 
 def test_weaviate_down_for_good_fails_clearly_within_bounds(tmp_path: Path, weaviate_binary: Path) -> None:
-    server = EmbeddedWeaviate(tmp_path / "weaviate", weaviate_binary, WEAVIATE_VERSION)
-    server.start()
-    try:
-        endpoint = endpoint_of(server)
-        root = tmp_path / "corpus"
-        adversarial.write_good(root, 160)
-        env = cli_env(endpoint, tmp_path)
-        proc = start_ingest(root, "Gone", env, tmp_path / "first.log")
-        wait_for_first_objects(endpoint, "Gone", proc, tmp_path / "first.log")
-        server.stop(timeout_s=0)  # killed at once (SIGTERM then SIGKILL), and it stays down
+    with upsert_under_way(tmp_path, weaviate_binary, "Gone") as run:
+        run.server.stop(timeout_s=0)  # killed at once (SIGTERM then SIGKILL), and it stays down
         killed_at = time.monotonic()
-        try:
-            rc = proc.wait(timeout=600)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+        rc = wait_ingest(run.proc, 600)
         waited = time.monotonic() - killed_at
-        output = (tmp_path / "first.log").read_text(errors="replace")
+        output = run.log.read_text(errors="replace")
         verdict = [line for line in output.splitlines() if line.startswith("ingest failed:")]
         assert rc == 1 and verdict, output[-3000:]
         assert "Weaviate" in verdict[-1], verdict  # says what went away, in one line
         assert waited < 420, f"gave up only after {waited:.0f} s"
         print(f"failed {waited:.0f} s after Weaviate was killed: {verdict[-1]}")
 
-        server.start()
-        rc, output = run_ingest(root, "Gone", env, tmp_path / "second.log")
+        run.server.start()
+        rc, output = run_ingest(run.root, "Gone", run.env, tmp_path / "second.log")
         assert rc == 0, output
-        assert_converged(endpoint, "Gone", 160)
-    finally:
-        server.stop()
+        assert_converged(run.endpoint, "Gone", 160)
 
 
 @pytest.mark.parametrize("point", ["parse", "embed"])
