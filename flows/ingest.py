@@ -65,7 +65,8 @@ class IngestReport:
     objects_in_collection: int = 0
     ledger_sources: int = 0
     deletion_refused: str | None = None
-    stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # busy seconds, summed over a stage's workers
+    stage_rows: dict[str, list[int]] = field(default_factory=dict)  # [rows in, rows out] per dataflow stage
     wall_seconds: float = 0.0
     dashboard_url: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
@@ -326,4 +327,7 @@ def _add(report: IngestReport, inv: Inventory, result: DataflowResult, deletion_
     report.objects_written += result.written.objects_written
     for stage, stats in stages.items():
         _add_seconds(report, stage, stats.seconds)
+        rows = report.stage_rows.setdefault(stage, [0, 0])
+        rows[0] += stats.rows_in
+        rows[1] += stats.rows_out
     report.errors += errors.select(ERROR.names).to_pylist()

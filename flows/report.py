@@ -70,8 +70,10 @@ def ingest_markdown(kind: str, report: IngestReport, config: HeadwaterConfig) ->
     lines += ["", "| chunks | count |", "|---|---:|"]
     for outcome in ("chunks", "chunks_embedded", "chunks_reused", "chunks_deleted", "objects_written"):
         lines.append(f"| {outcome.replace('_', ' ')} | {getattr(report, outcome)} |")
-    lines += ["", "| stage | seconds |", "|---|---:|"]
-    lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in report.stage_seconds.items()]
+    lines += ["", "| stage | busy seconds | rows in | rows out |", "|---|---:|---:|---:|"]
+    for stage, seconds in report.stage_seconds.items():
+        rows_in, rows_out = report.stage_rows.get(stage, ("", ""))
+        lines.append(f"| {stage} | {seconds:.1f} | {rows_in} | {rows_out} |")
     lines += ["", *error_lines(report.errors, config.runs.top_errors)]
     if report.deletion_refused:
         lines += ["", f"**Deletions refused:** {report.deletion_refused}"]

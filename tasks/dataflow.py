@@ -244,8 +244,12 @@ def _build(documents: pa.Table, config: HeadwaterConfig, stats: Any, endpoint: W
     gpus = config.embed.num_gpus_per_actor
     cpus_total = int(ray.cluster_resources().get("CPU", 1))
     parse_slots = config.ray.parse_concurrency or max(1, cpus_total - 1)
+    dataset = ray.data.from_arrow(blocks)
+    # Named in the dashboard's Ray Data view and metrics (operators: MapBatches(ParseChunkStep),
+    # MapBatches(EmbedStep), Write(WeaviateUpsert)) instead of an anonymous dataset id.
+    dataset.set_name(f"headwater-{config.index.collection}")
     return (
-        ray.data.from_arrow(blocks)
+        dataset
         .map_batches(ParseChunkStep, fn_constructor_args=(config, stats), batch_format="pyarrow",
                      batch_size=None, compute=ActorPoolStrategy(size=parse_slots), num_cpus=0.75)
         .map_batches(EmbedStep, fn_constructor_args=(config, stats, parse_slots, endpoint), batch_format="pyarrow",
