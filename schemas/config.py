@@ -109,6 +109,9 @@ class EmbedRuntimeConfig(_Section):
     )
     threads: int | None = Field(None, gt=0, description="torch CPU threads per actor; default all "
                                 "cores of the node (Ray would otherwise pin a fractional actor to 1).")
+    token_budget: int | None = Field(None, gt=0, description="Padded tokens per encode batch: texts are sorted "
+                                     "longest first and batched so rows x longest stays within it (batch_size "
+                                     "still caps the rows). Unset: 16384 on CUDA, off on CPU (fixed batches).")
     num_actors: int = Field(1, gt=0, description="Embedding actors (each loads the model once).")
     num_gpus_per_actor: float = Field(0.0, ge=0, description="GPUs per embedding actor on a cluster.")
 

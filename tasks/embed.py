@@ -19,6 +19,7 @@ from schemas.records import CHUNK, EMBEDDED_CHUNK, check_table
 from tasks.models import resolve_model
 
 STAGE = "embed"
+CUDA_TOKEN_BUDGET = 16384
 
 
 def cpu_has_native_bf16() -> bool:
@@ -76,23 +77,46 @@ class Embedder:
         self.warm_up()
         return int(self._model.get_embedding_dimension())
 
+    @property
+    def token_budget(self) -> int | None:
+        if self.runtime.token_budget is not None:
+            return self.runtime.token_budget
+        return CUDA_TOKEN_BUDGET if self.device == "cuda" else None
+
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Vectors (float32, one row per text); sentence-transformers sorts by length inside."""
+        """Vectors (float32, one row per text, in order).
+
+        Fixed batches of ``batch_size`` (sentence-transformers sorts by length inside), or with a
+        token budget, length-sorted batches of as many rows as fit: on a GPU, short passages then
+        fill large batches while long ones do not run out of memory.
+        """
         self.warm_up()
         import torch
 
         autocast: Any = contextlib.nullcontext()
         if self.device == "cpu" and self.precision == "bf16":
             autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+        budget = self.token_budget
+        groups = [list(range(len(texts)))] if budget is None or not texts else \
+            budget_batches(self.token_lengths(texts), budget, self.runtime.batch_size)
+        out = np.empty((len(texts), self.dimensions), dtype=np.float32)
         with torch.inference_mode(), autocast:
-            vectors = self._model.encode(
-                texts,
-                batch_size=self.runtime.batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=self.model_config.normalize,
-                show_progress_bar=False,
-            )
-        return np.asarray(vectors, dtype=np.float32)
+            for group in groups:
+                out[group] = self._model.encode(
+                    [texts[i] for i in group],
+                    batch_size=self.runtime.batch_size if budget is None else len(group),
+                    convert_to_numpy=True,
+                    normalize_embeddings=self.model_config.normalize,
+                    show_progress_bar=False,
+                )
+        return out
+
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        """Model tokens per text (special tokens included), capped at the model's sequence length."""
+        self.warm_up()
+        limit = self._model.max_seq_length
+        ids = self._model.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=limit)["input_ids"]
+        return [len(x) for x in ids]
 
     def embed(self, chunks: pa.Table) -> pa.Table:
         """Add a ``vector`` column to a CHUNK table.
@@ -104,6 +128,20 @@ class Embedder:
         if chunks.num_rows == 0:
             return EMBEDDED_CHUNK.empty_table()
         return with_vectors(chunks, self.encode(passages(chunks, self.model_config.context)))
+
+
+def budget_batches(lengths: list[int], budget: int, max_rows: int) -> list[list[int]]:
+    """Indices grouped longest first, each group's padded size (rows x its longest) within ``budget``
+    tokens and at most ``max_rows`` rows; a single text longer than the budget gets a group alone."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        group = groups[-1] if groups else None
+        if group is None or len(group) >= max_rows or lengths[group[0]] * (len(group) + 1) > budget:
+            groups.append([i])
+        else:
+            group.append(i)
+    return groups
 
 
 def passages(chunks: pa.Table, context: str) -> list[str]:
