@@ -135,6 +135,10 @@ def _load(path: Path, limit: int) -> tuple[str, bytes | None]:
         raise ParseFailure("FileTooLarge", f"decompresses to more than {limit} bytes")
     inner = path.name[: -len(".gz")]
     if _is_man_page(inner, data):
+        alias = _MAN_ALIAS.fullmatch(data.decode("utf-8", errors="replace").strip())
+        if alias:
+            raise ParseFailure("ManPageAlias", f"only includes {alias.group(1)} ('.so'): an alias of that page, "
+                               "which is indexed on its own")
         return f"{inner}.md", man_to_markdown(data.decode("utf-8", errors="replace")).encode()
     if PurePosixPath(inner).suffix == "":
         inner = f"{inner}.txt"
@@ -270,6 +274,7 @@ def _element_rows(doc: dict[str, Any], name: str, elements: list[Any]) -> list[d
     return rows
 
 
+_MAN_ALIAS = re.compile(r"\.so\s+(\S+)")
 _MAN_HEADING = re.compile(r"^\.(SH|SS)\s+(.*)$")
 _MAN_FONT = re.compile(r"\\f[BIRP]|\\f\(..|\\\(..|\\\*.|\\&|\\-")
 

@@ -130,3 +130,18 @@ def test_text_over_the_limit_is_refused_before_chunking(tmp_path: Path) -> None:
         parse.parse_document(doc, ParseConfig(max_text_chars=100))
     assert failure.value.error_type == "TextTooLarge" and "parse.max_text_chars=100" in str(failure.value)
     assert parse.parse_document(doc, ParseConfig(max_text_chars=1000))
+
+
+def test_a_man_page_alias_is_refused_with_its_target(tmp_path: Path) -> None:
+    import gzip
+
+    from tasks import parse
+
+    path = tmp_path / "stpecpy.3.gz"
+    path.write_bytes(gzip.compress(b".so man7/string_copying.7\n"))
+    doc = {"doc_id": "d", "source_uri": path.as_uri(), "path": str(path), "size": path.stat().st_size,
+           "mtime_ns": 0, "content_sha256": "x"}
+    with pytest.raises(parse.ParseFailure) as failure:
+        parse.parse_document(doc, ParseConfig())
+    assert failure.value.error_type == "ManPageAlias"
+    assert "man7/string_copying.7" in str(failure.value)
