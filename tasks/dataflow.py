@@ -246,7 +246,7 @@ def _build(documents: pa.Table, config: HeadwaterConfig, stats: Any, endpoint: W
     parse_slots = config.ray.parse_concurrency or max(1, cpus_total - 1)
     dataset = ray.data.from_arrow(blocks)
     # Named in the dashboard's Ray Data view and metrics (operators: MapBatches(ParseChunkStep),
-    # MapBatches(EmbedStep), Write(WeaviateUpsert)) instead of an anonymous dataset id.
+    # MapBatches(EmbedStep), Write to the WeaviateUpsert sink) instead of an anonymous dataset id.
     dataset.set_name(f"headwater-{config.index.collection}")
     return (
         dataset
