@@ -7,7 +7,7 @@ chunked by the pipeline's chunker) with seeded random unit vectors of the model'
 so no embedding time is involved. Each round writes them into fresh collections of the pipeline's
 schema on an embedded Weaviate under DIR, three ways, in turn:
   1. the writer (``tasks.index.ChunkWriter.write``, as each Ray write task calls it: blocks of
-     ``4 x index.batch_size`` rows, one client), from the EMBEDDED_CHUNK table: it builds the
+     ``10 x index.batch_size`` rows, one client), from the EMBEDDED_CHUNK table: it builds the
      properties (Snowball-stemmed text included) and checks every failed object;
   2. raw: ``collection.batch.fixed_size(index.batch_size, index.concurrent_requests)`` and
      ``add_object`` of the very same properties, uuids and vectors, built before the clock starts;
@@ -54,7 +54,7 @@ def with_random_vectors(chunks: pa.Table, dim: int, seed: int) -> pa.Table:
 def write_with_writer(client: object, name: str, table: pa.Table, config: HeadwaterConfig) -> None:
     idx = config.index
     writer = ChunkWriter(client, name, config.semantic_hash(), idx.batch_size, idx.concurrent_requests)  # type: ignore[arg-type]
-    block = idx.batch_size * 4
+    block = idx.batch_size * 10
     for start in range(0, table.num_rows, block):
         result = writer.write(table.slice(start, block))
         if result.failed_docs:
@@ -86,7 +86,8 @@ def write_with_ray(endpoint: object, name: str, table: pa.Table, config: Headwat
     stats = RunStats.remote(0)  # type: ignore[attr-defined]
     sink = WeaviateSink(endpoint, bound, stats)  # type: ignore[arg-type]
     blocks = [table.slice(s, 64) for s in range(0, table.num_rows, 64)]  # embed-batch-sized blocks, as in a run
-    ray.data.from_arrow(blocks).write_datasink(sink, ray_remote_args={"num_cpus": 0.25})
+    ray.data.from_arrow(blocks).write_datasink(sink, ray_remote_args={"num_cpus": 0.25},
+                                               concurrency=config.index.write_tasks)
     ray.kill(stats)
     if sink.result.failed_docs:
         sys.exit(f"Ray sink: {len(sink.result.failed_docs)} documents failed")
