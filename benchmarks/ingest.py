@@ -60,7 +60,8 @@ def doc_kind(path: Path) -> str:
     return kind + (" (gz)" if name.endswith(".gz") and kind != "man page" else "")
 
 
-def document_set(limit: int) -> list[Path]:
+def document_set(limit: int | None = None) -> list[Path]:
+    """The first ``limit`` documents of the set (all of them with None)."""
     missing = [p for p in PACKAGES if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode]
     if missing:
         sys.exit("missing Debian documentation packages: " + " ".join(missing)
@@ -71,7 +72,7 @@ def document_set(limit: int) -> list[Path]:
         files.update(line for line in listed.splitlines() if line.startswith(("/usr/share/doc/", "/usr/share/man/")))
     docs = [Path(f) for f in files if os.path.isfile(f) and not os.path.islink(f) and is_document(Path(f))]
     docs.sort(key=lambda p: hashlib.sha1(str(p).encode()).hexdigest())
-    if len(docs) < limit:
+    if limit is not None and len(docs) < limit:
         sys.exit(f"only {len(docs)} documents in the packages, {limit} asked for")
     return docs[:limit]
 
