@@ -149,9 +149,8 @@ class IndexConfig(_Section):
                                "died on another host) may be taken over.")
     batch_size: int = Field(200, gt=0, description="Objects per Weaviate batch request.")
     concurrent_requests: int = Field(2, gt=0, description="Concurrent batch requests per writer.")
-    write_tasks: int = Field(2, gt=0, description="Concurrent Ray write tasks (each a writer with its own client). "
-                             "More only helps a Weaviate with cores to spare: on one small node, extra writers "
-                             "contend for the same cores and the import gets slower.")
+    write_tasks: int = Field(2, gt=0, description="Concurrent Ray write tasks, each a writer with its own client "
+                             "and concurrent_requests in flight; raise it for a Weaviate with cores to spare.")
     max_delete_fraction: float = Field(0.2, ge=0, le=1, description="A run that would delete more than "
                                        "this share of the ledger's sources deletes nothing unless "
                                        "--allow-mass-delete is given.")

@@ -135,11 +135,12 @@ def _load(path: Path, limit: int) -> tuple[str, bytes | None]:
         raise ParseFailure("FileTooLarge", f"decompresses to more than {limit} bytes")
     inner = path.name[: -len(".gz")]
     if _is_man_page(inner, data):
-        alias = _MAN_ALIAS.fullmatch(data.decode("utf-8", errors="replace").strip())
+        source = data.decode("utf-8", errors="replace")
+        alias = _MAN_ALIAS.fullmatch(source.strip())
         if alias:
             raise ParseFailure("ManPageAlias", f"only includes {alias.group(1)} ('.so'): an alias of that page, "
                                "which is indexed on its own")
-        return f"{inner}.md", man_to_markdown(data.decode("utf-8", errors="replace")).encode()
+        return f"{inner}.md", man_to_markdown(source).encode()
     if PurePosixPath(inner).suffix == "":
         inner = f"{inner}.txt"
     return inner, data
