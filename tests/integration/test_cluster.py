@@ -166,7 +166,8 @@ def _start_ingest(root: Path, cluster: LocalCluster, ray: RayTwoNodes) -> tuple[
            "HEADWATER_COLLECTION__REPLICATION_FACTOR": "3", "HEADWATER_COLLECTION__SHARDS": "3",
            "HEADWATER_CHUNK__SIZE_TOKENS": "64", "HEADWATER_CHUNK__OVERLAP_TOKENS": "8",
            # small batches, one at a time: the writes spread over the run, so a node can die halfway
-           "HEADWATER_INDEX__BATCH_SIZE": "8", "HEADWATER_INDEX__CONCURRENT_REQUESTS": "1",
+           "HEADWATER_INDEX__BATCH_SIZE": "4", "HEADWATER_INDEX__CONCURRENT_REQUESTS": "1",
+           "HEADWATER_INDEX__WRITE_TASKS": "1",
            "HEADWATER_RUNS__REPORT_DIR": str(root.parent / "reports")}
     env.pop("HEADWATER_CONFIG", None)
     log = root.parent / f"ingest-{time.monotonic_ns()}.log"
