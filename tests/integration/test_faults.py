@@ -127,7 +127,8 @@ def upsert_under_way(tmp_path: Path, weaviate_binary: Path, alias: str) -> Itera
         endpoint = endpoint_of(server)
         root = tmp_path / "corpus"
         adversarial.write_good(root, 160)
-        env = cli_env(endpoint, tmp_path)
+        # small batches, one write task at a time: the writes spread over the run, so a kill lands mid-upsert
+        env = {**cli_env(endpoint, tmp_path), "HEADWATER_INDEX__BATCH_SIZE": "8", "HEADWATER_INDEX__WRITE_TASKS": "1"}
         log = tmp_path / "first.log"
         proc = start_ingest(root, alias, env, log)
         wait_for_first_objects(endpoint, alias, proc, log)
