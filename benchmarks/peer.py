@@ -61,6 +61,8 @@ from typing import Any
 from ingest import copy_corpus, doc_kind, document_set, headwater, latest_report
 from proctree import TreeUsage, mib, processes_with_cwd, run_measured
 
+from tasks.index import count_objects
+
 OURS_COLLECTION = "HeadwaterPeerBench"
 PEER_COLLECTION = "PeerBench"
 TARGET_RATIO = 1.5
@@ -137,10 +139,9 @@ def weaviate_state(data_home: Path) -> dict[str, Any]:
     return json.loads((data_home / "headwater" / "weaviate" / "headwater-server.json").read_text())
 
 
-def count_objects(client: Any, name: str) -> int:
-    if not client.collections.exists(name):
-        return 0
-    return client.collections.get(name).aggregate.over_all(total_count=True).total_count
+def objects_in(client: Any, name: str) -> int:
+    """Objects in ``name``, 0 when the system under test never created it."""
+    return count_objects(client, name) if client.collections.exists(name) else 0
 
 
 def peer_sources(client: Any) -> Counter[str]:
@@ -179,7 +180,7 @@ def run_ours(corpus: Path, env: dict[str, str], weaviate: list[Any], work: Path,
     if usage.returncode == 0:
         report = latest_report(Path(env["HEADWATER_RUNS__REPORT_DIR"]))
     indexed = report.get("documents_added", 0) + report.get("documents_modified", 0)
-    row = usage_row("Headwater", usage, given, indexed, count_objects(client, OURS_COLLECTION))
+    row = usage_row("Headwater", usage, given, indexed, objects_in(client, OURS_COLLECTION))
     errors = Counter(e["error_type"] for e in report.get("errors", []))
     row.update(documents_failed=report.get("documents_failed"), errors=dict(errors),
                chunks_embedded=report.get("chunks_embedded"), stage_seconds=report.get("stage_seconds"))
@@ -204,7 +205,7 @@ def run_peer(python: Path, corpus: Path, state: dict[str, Any], weaviate: list[A
     usage = run_measured(cmd, env=env, extra=weaviate, log=log, cwd=peer_work)
     outcome = json.loads(status_file.read_text()) if status_file.is_file() else {"failed": {}, "pipeline_error": None}
     sources = peer_sources(client)
-    row = usage_row("unstructured-ingest", usage, given, len(sources), count_objects(client, PEER_COLLECTION))
+    row = usage_row("unstructured-ingest", usage, given, len(sources), objects_in(client, PEER_COLLECTION))
     unsupported = log.read_text(errors="replace").count("Unsupported file type") if log.is_file() else 0
     skipped = given - len(sources) - len(outcome["failed"])
     failed_kinds = Counter(f"{doc_kind(Path(path))} at {step}" for path, steps in outcome["failed"].items()
