@@ -67,6 +67,7 @@ class IngestReport:
     deletion_refused: str | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)  # busy seconds, summed over a stage's workers
     stage_rows: dict[str, list[int]] = field(default_factory=dict)  # [rows in, rows out] per dataflow stage
+    embed_runtime: str = ""  # how the embed stage ran, e.g. "openvino bf16 on cpu"
     wall_seconds: float = 0.0
     dashboard_url: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
@@ -325,6 +326,7 @@ def _add(report: IngestReport, inv: Inventory, result: DataflowResult, deletion_
     report.chunks_embedded += stages.get("embed", StageStats()).rows_out
     report.chunks_reused += stages.get("reuse", StageStats()).rows_out
     report.objects_written += result.written.objects_written
+    report.embed_runtime = result.runtimes.get("embed", report.embed_runtime)
     for stage, stats in stages.items():
         _add_seconds(report, stage, stats.seconds)
         rows = report.stage_rows.setdefault(stage, [0, 0])

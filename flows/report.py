@@ -74,6 +74,8 @@ def ingest_markdown(kind: str, report: IngestReport, config: HeadwaterConfig) ->
     for stage, seconds in report.stage_seconds.items():
         rows_in, rows_out = report.stage_rows.get(stage, ("", ""))
         lines.append(f"| {stage} | {seconds:.1f} | {rows_in} | {rows_out} |")
+    if report.embed_runtime:
+        lines += ["", f"Embedding ran on {report.embed_runtime}."]
     lines += ["", *error_lines(report.errors, config.runs.top_errors)]
     if report.deletion_refused:
         lines += ["", f"**Deletions refused:** {report.deletion_refused}"]

@@ -29,6 +29,10 @@ def _data_home() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "headwater"
 
 
+def _cache_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "headwater"
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -102,18 +106,31 @@ class ParseLimitsConfig(_Section):
 
 
 class EmbedRuntimeConfig(_Section):
+    backend: Literal["auto", "torch", "openvino"] = Field(
+        "auto", description="'auto': OpenVINO on CPU (the model exported once to ONNX, cached in cache_dir, and "
+        "checked against torch; a model that does not export falls back to torch with a warning), torch on CUDA. "
+        "'openvino' runs on the CPU and fails rather than fall back."
+    )
+    cache_dir: Path = Field(default_factory=lambda: _cache_home() / "embed",
+                            description="Where exported models are cached (rebuilt when missing).")
     batch_size: int = Field(64, gt=0, description="Passages per encode call.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses CUDA when present.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="'auto': fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."
     )
-    threads: int | None = Field(None, gt=0, description="torch CPU threads per actor; default all "
+    threads: int | None = Field(None, gt=0, description="CPU threads per actor (torch or OpenVINO); default all "
                                 "cores of the node (Ray would otherwise pin a fractional actor to 1).")
     token_budget: int | None = Field(None, gt=0, description="Padded tokens per encode batch: texts are sorted "
                                      "longest first and batched so rows x longest stays within it (batch_size "
                                      "still caps the rows). Unset: 16384 on CUDA, off on CPU (fixed batches).")
     num_actors: int = Field(1, gt=0, description="Embedding actors (each loads the model once).")
     num_gpus_per_actor: float = Field(0.0, ge=0, description="GPUs per embedding actor on a cluster.")
+
+    @model_validator(mode="after")
+    def _openvino_is_cpu(self) -> EmbedRuntimeConfig:
+        if self.backend == "openvino" and self.device == "cuda":
+            raise ValueError("embed.backend 'openvino' runs on the CPU; with embed.device 'cuda' use 'torch' or 'auto'")
+        return self
 
 
 class WeaviateConfig(_Section):

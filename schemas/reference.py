@@ -13,7 +13,8 @@ from schemas.config import HeadwaterConfig
 def _default(model: type[BaseModel], name: str) -> str:
     field = model.model_fields[name]
     if field.default_factory is not None:
-        paths = {"data_dir": "$XDG_DATA_HOME/headwater/weaviate", "report_dir": "$XDG_DATA_HOME/headwater/reports"}
+        paths = {"data_dir": "$XDG_DATA_HOME/headwater/weaviate", "report_dir": "$XDG_DATA_HOME/headwater/reports",
+                 "cache_dir": "$XDG_CACHE_HOME/headwater/embed"}
         return paths.get(name, "(section)")
     value = field.default
     if isinstance(value, tuple):

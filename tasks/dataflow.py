@@ -50,6 +50,7 @@ class DataflowResult:
     stages: dict[str, StageStats]
     errors: pa.Table  # ERROR
     written: WriteResult = field(default_factory=WriteResult)
+    runtimes: dict[str, str] = field(default_factory=dict)  # stage -> how it ran, e.g. "openvino bf16 on cpu"
 
 
 @ray.remote(num_cpus=0)
@@ -60,6 +61,10 @@ class RunStats:
         self.documents = documents
         self.stages: dict[str, StageStats] = {}
         self.errors: list[pa.Table] = []
+        self.runtimes: dict[str, str] = {}
+
+    def describe(self, stage: str, runtime: str) -> None:
+        self.runtimes[stage] = runtime
 
     def parsing_done(self) -> bool:
         return self.stages.get("parse", StageStats()).rows_in >= self.documents
@@ -73,9 +78,9 @@ class RunStats:
         if errors.num_rows:
             self.errors.append(errors)
 
-    def snapshot(self) -> tuple[dict[str, StageStats], pa.Table]:
+    def snapshot(self) -> tuple[dict[str, StageStats], pa.Table, dict[str, str]]:
         errors = pa.concat_tables(self.errors) if self.errors else ERROR.empty_table()
-        return self.stages, errors
+        return self.stages, errors, self.runtimes
 
 
 class ParseChunkStep:
@@ -124,6 +129,7 @@ class EmbedStep:
         self.embedder = Embedder(config.embed_model, config.embed)
         self.embedder.warm_up()
         self.stats = stats
+        stats.describe.remote("embed", self.embedder.describe())
         self.collection = config.index.collection
         self.config_hash = config.semantic_hash()
         self.endpoint = endpoint
@@ -219,7 +225,7 @@ def run_dataflow(documents: pa.Table, config: HeadwaterConfig, endpoint: Weaviat
         _build(documents, config, stats, endpoint).write_datasink(sink, ray_remote_args={"num_cpus": 0.25},
                                                                   concurrency=config.index.write_tasks)
         result.written = sink.result
-    result.stages, result.errors = ray.get(stats.snapshot.remote())
+    result.stages, result.errors, result.runtimes = ray.get(stats.snapshot.remote())
     ray.kill(stats)
     return result
 

@@ -44,6 +44,9 @@ def test_ingest_search_rerun_and_edit(
     assert first.chunks >= 5 and first.objects_written == first.chunks == first.chunks_embedded
     assert first.objects_in_collection == first.chunks
     assert set(first.stage_seconds) >= {"plan", "parse", "chunk", "embed", "index"}
+    # the Ray embed actor ran what a local Embedder picks here: OpenVINO on a CPU, torch on CUDA
+    assert first.embed_runtime == embedder.describe()
+    assert embedder.backend == ("torch" if embedder.device == "cuda" else "openvino")
 
     with weaviate_client(weaviate_endpoint) as client:
         for mode in ("bm25", "vector", "hybrid"):

@@ -27,12 +27,13 @@ def test_ingest_markdown_has_counts_stages_top_errors_and_pointers(tmp_path: Pat
     report = IngestReport(sources=["/data"], collection="Docs", target="Docs_v3", documents_seen=12,
                           documents_added=7, documents_failed=5, chunks=40, chunks_embedded=40, objects_written=40,
                           objects_in_collection=140, ledger_sources=30, stage_seconds={"parse": 1.25, "embed": 9.5},
-                          stage_rows={"parse": [12, 300], "embed": [40, 40]},
+                          stage_rows={"parse": [12, 300], "embed": [40, 40]}, embed_runtime="openvino bf16 on cpu",
                           wall_seconds=12.0, dashboard_url="http://127.0.0.1:8265", errors=errors)
     md = ingest_markdown("ingest", report, config)
     assert "# Headwater ingest: `Docs` → `Docs_v3`" in md
     assert "| added | 7 |" in md and "| failed | 5 |" in md and "| chunks embedded | 40 |" in md
     assert "| parse | 1.2 | 12 | 300 |" in md and "| embed | 9.5 | 40 | 40 |" in md
+    assert "Embedding ran on openvino bf16 on cpu." in md
     assert "## Errors (5 files not indexed)" in md
     assert "| parse | EmptyDocument | 3 | `e0.txt` | file is empty |" in md  # most frequent first
     assert "| … | 1 more groups |" in md  # top_errors=2 of 3 groups
