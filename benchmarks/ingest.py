@@ -142,7 +142,7 @@ def summary(label: str, usage: TreeUsage, report: dict[str, Any]) -> dict[str, A
            "chunks_embedded": report["chunks_embedded"], "chunks_reused": report["chunks_reused"],
            "objects_written": report["objects_written"], "objects_in_collection": report["objects_in_collection"],
            "stage_seconds": report["stage_seconds"], "stage_rows": report["stage_rows"],
-           "errors": _error_counts(report["errors"])}
+           "embed_runtime": report.get("embed_runtime", ""), "errors": _error_counts(report["errors"])}
     print(f"\n== {label}: exit 0, wall {usage.wall_s:.1f} s, CPU {usage.cpu_s:.0f} s = "
           f"{100 * usage.cpu_share():.0f} % of {os.cpu_count()} cores, peak RSS {mib(usage.peak_rss)} "
           f"({usage.max_processes} processes at most)")
@@ -152,6 +152,8 @@ def summary(label: str, usage: TreeUsage, report: dict[str, Any]) -> dict[str, A
           f"{report['objects_in_collection']:,}")
     if report["stage_rows"]:
         print("\n".join(stage_lines(report, usage.wall_s)))
+    if report.get("embed_runtime"):
+        print(f"  embedding ran on {report['embed_runtime']}")
     top = ", ".join(f"{k} {mib(v)}" for k, v in list(usage.peak_breakdown.items())[:6])
     print(f"  at peak RSS: {top}")
     return row
