@@ -42,17 +42,34 @@ class ExportUnsupported(RuntimeError):
 
 
 def cache_key(location: str, model: Any) -> str:
-    """A key that changes with the model's files and the versions that shape the export."""
+    """A key that changes with the model's files and the versions that shape the export.
+
+    By content, never by path: under Ray the same model is installed anew in each job's environment.
+    Small files (configs, tokenizer) are hashed whole; weights by size and their first and last MiB.
+    """
     parts: dict[str, Any] = {"format": EXPORT_FORMAT, "max_seq_length": model.max_seq_length,
                              "versions": {dist: metadata.version(dist) for dist in
                                           ("torch", "transformers", "sentence-transformers", "openvino")}}
     inner = getattr(model[0], "model", None)  # the transformers model: where its files really are
     source = Path(getattr(inner, "name_or_path", "") or location)
     if source.is_dir():
-        parts["files"] = sorted((p.relative_to(source).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+        parts["files"] = sorted((p.relative_to(source).as_posix(), p.stat().st_size, _fingerprint(p))
                                 for p in source.rglob("*") if p.is_file())
-    parts["source"] = str(source)
+    else:  # a hub name resolved from the user's cache: the name is all there is
+        parts["source"] = str(source)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fingerprint(path: Path, edge: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        if path.stat().st_size <= 16 * edge:
+            digest.update(fh.read())
+        else:
+            digest.update(fh.read(edge))
+            fh.seek(-edge, 2)
+            digest.update(fh.read(edge))
+    return digest.hexdigest()
 
 
 def _input_names(model: Any) -> list[str]:

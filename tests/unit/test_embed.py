@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,22 @@ def test_token_budget_batches_give_the_same_vectors_in_order(embedder: Embedder)
                                                                backend="torch"))
     assert len(budget_batches(budgeted.token_lengths(texts), 64, 8)) > 1  # really several batches
     assert np.allclose(budgeted.encode(texts), embedder.encode(texts), atol=1e-4)
+
+
+def test_export_cache_key_follows_the_model_files_not_their_path(tmp_path: Path) -> None:
+    """Under Ray each job installs the model anew elsewhere: the same files must find the same export."""
+    from tasks.models import resolve_model
+
+    class Model(list):  # what cache_key reads of a SentenceTransformer
+        max_seq_length = 256
+
+    def key(folder: Path) -> str:
+        return embed_openvino.cache_key(str(folder), Model([type("T", (), {"model": None})()]))
+
+    original = Path(resolve_model("all-MiniLM-L6-v2"))
+    copy = tmp_path / "elsewhere" / "model"
+    shutil.copytree(original, copy)
+    assert key(copy) == key(original)
+    config = copy / "config.json"
+    config.write_text(config.read_text().replace('"hidden_act"', '"hidden_act" ', 1))  # one byte more
+    assert key(copy) != key(original)
