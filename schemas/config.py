@@ -112,7 +112,7 @@ class EmbedRuntimeConfig(_Section):
         "'openvino' runs on the CPU and fails rather than fall back."
     )
     cache_dir: Path = Field(default_factory=lambda: _cache_home() / "embed",
-                            description="Where exported models are cached (rebuilt when missing).")
+                            description="Where exported models are cached (rebuilt when missing; safe to delete).")
     batch_size: int = Field(64, gt=0, description="Passages per encode call.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses CUDA when present.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
