@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 
 from schemas.config import ParseConfig, ParseLimitsConfig
-from tasks.parse import ParseFailure, one_line, parse_document, use_packaged_spacy_model
+from tasks.parse import ParseFailure, one_line, parse_document, partition_elements, use_packaged_spacy_model
 
 # How often the limits are checked while a document parses (an answer wakes the wait at once, so this
 # adds no latency; each check walks the process table for the child's own children).
@@ -136,6 +136,7 @@ def _serve(conn: Connection) -> None:
     apply_quiet_defaults()
     config: ParseConfig = conn.recv()
     use_packaged_spacy_model()
+    _warm_up(config)
     conn.send("ready")
     while True:
         try:
@@ -150,6 +151,16 @@ def _serve(conn: Connection) -> None:
             conn.send(("fail", exc.error_type, str(exc), exc.retryable))
         except Exception as exc:  # a parser bug or broken file
             conn.send(("fail", type(exc).__name__, one_line(exc), False))
+
+
+def _warm_up(config: ParseConfig) -> None:
+    """Parse two tiny documents before answering "ready": unstructured imports its partitioners and loads
+    its NLP models on first use, which would otherwise count against the first real document's time
+    limit (seconds, many more on a loaded machine)."""
+    for name, payload in (("warm-up.md", b"# Warm-up\n\nA sentence that loads the parser.\n"),
+                          ("warm-up.txt", b"Warm-up\n\nA sentence that loads the parser.\n")):
+        with contextlib.suppress(Exception):  # a real document will report any real problem
+            partition_elements(Path(name), name, payload, config)
 
 
 def _die_with_parent() -> None:

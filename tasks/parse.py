@@ -110,7 +110,7 @@ def parse_document(doc: dict[str, Any], config: ParseConfig) -> list[dict[str, A
     if payload is not None and not payload.strip():
         raise ParseFailure("EmptyDocument", "file has no content after decompression")
     check_content(path, name, payload, config.max_file_bytes)
-    elements = _partition(path, name, payload, config)
+    elements = partition_elements(path, name, payload, config)
     rows = _element_rows(doc, name, elements)
     chars = sum(len(row["text"]) for row in rows)
     if chars > config.max_text_chars:
@@ -229,7 +229,8 @@ def _check_text(head: bytes) -> None:
                            f"{readable:.0%} readable characters: wrong or mixed encoding, or binary data")
 
 
-def _partition(path: Path, name: str, payload: bytes | None, config: ParseConfig) -> list[Any]:
+def partition_elements(path: Path, name: str, payload: bytes | None, config: ParseConfig) -> list[Any]:
+    """unstructured's elements of one file, read from ``payload`` when given (``name`` says its type)."""
     from unstructured.partition.auto import partition
 
     common: dict[str, Any] = {"strategy": config.strategy, "languages": list(config.languages)}
