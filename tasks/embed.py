@@ -3,7 +3,7 @@
 Cheap to construct; the model loads once in :meth:`Embedder.warm_up` (a Ray actor calls it
 once per process). Reduced precision is a ~3x lever on CPUs with native bf16 and on GPUs,
 at no measurable quality cost (see PERF_FACTS); it is chosen, never silently degraded. On a
-CPU the model runs on OpenVINO by default (``tasks.embed_openvino``), 1.33x torch at the same
+CPU the model runs on OpenVINO by default (``tasks.embed_openvino``), 1.37x torch at the same
 precision; torch stays the fallback and the CUDA path.
 """
 

@@ -4,7 +4,7 @@ the OpenVINO runtime.
 The exported graph is the whole model after tokenization (the transformer, then its pooling, dense and
 normalize modules as the model declares them), and texts are tokenized by the model's own
 ``preprocess``, so the vectors are the model's. Each load is checked against torch on a few probe texts
-before it is used. Measured on a 2-core bf16 CPU: 1.33x the torch bf16 stage at cosine >= 0.99997 to
+before it is used. Measured on a 2-core bf16 CPU: 1.37x the torch bf16 stage at cosine >= 0.99997 to
 fp32 (benchmarks/README.md).
 
 Only the runtime is used (``Core.read_model`` and ``compile_model``); OpenVINO's model converter, which
