@@ -34,7 +34,6 @@ import re
 import shutil
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,37 +124,14 @@ def versions() -> str:
 
 
 def export_onnx(model_dir: str, work: Path, quantized: bool) -> Path:
-    """The model's transformer as ONNX (fp32, dynamic batch and length), or its int8 dynamic quantization."""
+    """The pipeline's ONNX export of the model (``tasks.embed_openvino.export_onnx``: fp32, dynamic batch
+    and length, pooling and normalisation inside), or its int8 dynamic quantization."""
     folder = work / f"onnx-transformers-{metadata.version('transformers')}"  # the export traces transformers' code
     fp32, int8 = folder / "model.onnx", folder / "model_int8.onnx"
     if not fp32.exists():
-        import torch
-        from transformers import AutoModel
-        from transformers.utils import logging as hf_logging
+        from tasks.embed_openvino import export_onnx as pipeline_export
 
-        fp32.parent.mkdir(parents=True, exist_ok=True)
-        hf_logging.set_verbosity_error()  # its load report lists position_ids, which the export does not need
-        hf_logging.disable_progress_bar()
-        model = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()  # traces cleanly
-
-        class Hidden(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
-
-            def forward(self, input_ids, attention_mask, token_type_ids):  # type: ignore[no-untyped-def]
-                # A ready 4D additive mask: transformers passes it through, where its own mask building
-                # fails to trace on 5.5 and gets baked into the graph on 5.25.
-                additive = (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
-                return self.model(input_ids=input_ids, attention_mask=additive,
-                                  token_type_ids=token_type_ids).last_hidden_state
-
-        example = tuple(torch.ones((2, 16), dtype=torch.int64) for _ in INPUTS)
-        axes = {name: {0: "batch", 1: "sequence"} for name in (*INPUTS, "last_hidden_state")}
-        with torch.no_grad(), warnings.catch_warnings():  # the legacy exporter (the new one needs onnxscript)
-            warnings.simplefilter("ignore")
-            torch.onnx.export(Hidden(), example, str(fp32), input_names=list(INPUTS), dynamo=False,
-                              output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17)
+        pipeline_export(model_dir, folder)
     if not quantized:
         return fp32
     if not int8.exists():
@@ -167,7 +143,7 @@ def export_onnx(model_dir: str, work: Path, quantized: bool) -> Path:
 
 
 class DirectEncoder:
-    """Tokenize, sort by length, run a runtime on each batch, mean-pool and normalise (as sentence-transformers)."""
+    """Tokenize, sort by length, run a runtime on each batch (the graph pools), normalise."""
 
     def __init__(self, run: Callable[[dict[str, np.ndarray]], np.ndarray], model_dir: str, max_len: int,
                  batch_size: int) -> None:
@@ -183,12 +159,10 @@ class DirectEncoder:
             rows = order[start:start + self.batch_size]
             enc = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=self.max_len,
                                  return_tensors="np")
-            hidden = self.run({name: enc[name].astype(np.int64) for name in INPUTS})
-            mask = enc["attention_mask"][..., None].astype(np.float32)
-            pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+            vectors = self.run({name: enc[name].astype(np.int64) for name in INPUTS})
             if out is None:
-                out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
-            out[rows] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[rows] = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
         return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
 
