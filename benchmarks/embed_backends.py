@@ -30,6 +30,7 @@ import contextlib
 import gc
 import importlib
 import importlib.metadata as metadata
+import json
 import re
 import shutil
 import sys
@@ -59,7 +60,6 @@ NEEDS = {
     "ov": (("openvino",), OV_PIN),
     "ov-f32": (("openvino",), OV_PIN),
 }
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass
@@ -145,11 +145,12 @@ def export_onnx(model_dir: str, work: Path, quantized: bool) -> Path:
 class DirectEncoder:
     """Tokenize, sort by length, run a runtime on each batch (the graph pools), normalise."""
 
-    def __init__(self, run: Callable[[dict[str, np.ndarray]], np.ndarray], model_dir: str, max_len: int,
-                 batch_size: int) -> None:
+    def __init__(self, run: Callable[[dict[str, np.ndarray]], np.ndarray], model_dir: str, onnx_file: Path,
+                 max_len: int, batch_size: int) -> None:
         from transformers import AutoTokenizer
 
         self.run, self.max_len, self.batch_size = run, max_len, batch_size
+        self.inputs: list[str] = json.loads((onnx_file.parent / "inputs.json").read_text())  # the export's own
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -159,7 +160,7 @@ class DirectEncoder:
             rows = order[start:start + self.batch_size]
             enc = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=self.max_len,
                                  return_tensors="np")
-            vectors = self.run({name: enc[name].astype(np.int64) for name in INPUTS})
+            vectors = self.run({name: enc[name].astype(np.int64) for name in self.inputs})
             if out is None:
                 out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
             out[rows] = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
@@ -193,7 +194,7 @@ def load_backend(name: str, model_dir: str, work: Path, threads: int, batch: int
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
-        encoder = DirectEncoder(lambda feed: session.run(None, feed)[0], model_dir, max_len, batch)
+        encoder = DirectEncoder(lambda feed: session.run(None, feed)[0], model_dir, onnx_file, max_len, batch)
         return encoder.encode, f"onnxruntime {ort.__version__}"
     import openvino as ov
 
@@ -202,7 +203,7 @@ def load_backend(name: str, model_dir: str, work: Path, threads: int, batch: int
         config["INFERENCE_PRECISION_HINT"] = "f32"
     compiled = ov.Core().compile_model(str(onnx_file), "CPU", config)
     request = compiled.create_infer_request()
-    encoder = DirectEncoder(lambda feed: request.infer(feed)[0], model_dir, max_len, batch)
+    encoder = DirectEncoder(lambda feed: request.infer(feed)[0], model_dir, onnx_file, max_len, batch)
     return encoder.encode, f"openvino, precision {compiled.get_property('INFERENCE_PRECISION_HINT').to_string()}"
 
 
